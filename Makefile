@@ -1,0 +1,48 @@
+# Kiln — developer entry points. `make help` lists them.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help setup control-plane cluster-up cluster-down crds demo test test-unit lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(BIN)/kiln: pyproject.toml
+	@$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/kiln control-plane  ## .venv with the kiln command, and the control plane built (cached)
+
+control-plane:  ## build etcd, kube-*, kubectl and kwok from Go modules (cached by version)
+	@bindir=$$(bash hack/build-control-plane.sh) && ln -sf "$$bindir/kubectl" $(BIN)/kubectl
+
+cluster-up: setup  ## start the local control plane on 127.0.0.1
+	$(BIN)/kiln cluster up
+
+cluster-down:  ## stop it
+	$(BIN)/kiln cluster down
+
+crds: $(BIN)/kiln  ## regenerate crds/ from the pydantic models
+	$(BIN)/python -m kiln.crds
+
+demo: setup  ## the main job: cluster, CRDs, operator, the tutorial's examples
+	bash hack/demo.sh
+
+test: setup  ## all tests, against the local control plane (or KILN_TEST_KUBECONFIG)
+	$(BIN)/pytest
+
+test-unit: $(BIN)/kiln  ## the fast tests only
+	$(BIN)/pytest tests/unit
+
+lint: $(BIN)/kiln  ## ruff and mypy
+	$(BIN)/ruff check operator tests
+	$(BIN)/mypy
+
+clean:  ## remove the virtual environment
+	rm -rf $(VENV)

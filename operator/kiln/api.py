@@ -1,0 +1,632 @@
+"""The Kiln resource model (``kiln.dev/v1alpha1``): pydantic v2 models for the spec and status of
+``Artifact``, ``Workload`` and ``Deployment``.
+
+These models are the single source of the CRD schemas (see :mod:`kiln.crds`, which turns their
+JSON schema into structural OpenAPI v3 schemas) and of the operator's view of the objects: parse a
+body with ``ArtifactSpec.model_validate(body["spec"])``. Attribute names are snake_case, the wire
+names are camelCase aliases; both are accepted on input, unknown fields are ignored (the API server
+prunes them anyway). Serialise with ``model_dump(mode="json", by_alias=True, exclude_none=True)``.
+
+Field ``description``\\ s end up in the CRD, so ``kubectl explain artifacts.kiln.dev.spec`` shows
+them: keep them short and written for users.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "kiln.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# --------------------------------------------------------------------------------------------------
+# Messages shared by the CRD CEL rules and the models
+# --------------------------------------------------------------------------------------------------
+
+ARTIFACT_NO_RETURN_MESSAGE = "spec.lifecycle: a Registered artifact cannot return to Draft"
+ARTIFACT_LOCKED_MESSAGE = (
+    "spec.containers: the artifact is Registered and its container spec is locked; "
+    "create a new Artifact instead"
+)
+WORKLOAD_ARTIFACT_MESSAGE = "spec: set exactly one of artifactRef or artifact"
+DEPLOYMENT_REF_MESSAGE = "spec: set artifactRef or workloadRef"
+
+# --------------------------------------------------------------------------------------------------
+# Shared building blocks
+# --------------------------------------------------------------------------------------------------
+
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# An IANA service name as Kubernetes accepts it for a port name (at most 15 characters).
+PORT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# resource.Quantity, as kubebuilder renders it for string values.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+# A port number or a port name.
+PORT_PATTERN = r"^([0-9]{1,5}|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$"
+# An integer or a percentage, as in a PodDisruptionBudget.
+INT_OR_PERCENT_PATTERN = r"^[0-9]+%?$"
+
+MAX_CONTAINERS = 16
+MAX_ENV = 256
+MAX_PORTS = 64
+MAX_ARGS = 256
+MAX_CONDITIONS = 16
+MAX_HISTORY = 50
+MAX_REPLICAS = 100
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+ShortText = Annotated[str, StringConstraints(max_length=1024)]
+Arg = Annotated[str, StringConstraints(max_length=32768)]
+DateTime = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
+
+
+def _int_or_string(pattern: str) -> Any:
+    """``int | str`` that renders as ``x-kubernetes-int-or-string`` (the string form must match)."""
+    return Annotated[
+        int | Annotated[str, StringConstraints(pattern=pattern, max_length=64)],
+        WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": pattern}),
+    ]
+
+
+Quantity = _int_or_string(QUANTITY_PATTERN)
+PortOrName = _int_or_string(PORT_PATTERN)
+IntOrPercent = _int_or_string(INT_OR_PERCENT_PATTERN)
+
+
+def _list_map(*keys: str) -> dict[str, Any]:
+    """Schema extension: a list of objects keyed by ``keys`` (duplicates rejected by the API server)."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
+class KilnModel(BaseModel):
+    """Base model: camelCase wire names, snake_case attributes, unknown fields ignored."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The object as the API server would store it (camelCase, unset optional fields omitted)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Enums
+# --------------------------------------------------------------------------------------------------
+
+
+class Lifecycle(StrEnum):
+    DRAFT = "Draft"
+    REGISTERED = "Registered"
+
+
+class Protocol(StrEnum):
+    TCP = "TCP"
+    UDP = "UDP"
+    SCTP = "SCTP"
+
+
+class PullPolicy(StrEnum):
+    ALWAYS = "Always"
+    IF_NOT_PRESENT = "IfNotPresent"
+    NEVER = "Never"
+
+
+class Scheme(StrEnum):
+    HTTP = "HTTP"
+    HTTPS = "HTTPS"
+
+
+class DesiredState(StrEnum):
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+
+
+class WorkloadPhase(StrEnum):
+    PENDING = "Pending"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+    FAILED = "Failed"
+
+
+class Importance(StrEnum):
+    CRITICAL = "Critical"
+    HIGH = "High"
+    MODERATE = "Moderate"
+    LOW = "Low"
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+# --------------------------------------------------------------------------------------------------
+# Container (the Kubernetes container fields users paste; no securityContext, by design)
+# --------------------------------------------------------------------------------------------------
+
+
+class SecretKeySelector(KilnModel):
+    """Selects a key of a Secret in the artifact's namespace."""
+
+    name: Name = Field(description="Name of the Secret.")
+    key: Name = Field(description="The key of the Secret to select.")
+    optional: bool | None = Field(None, description="Whether the Secret or its key may be missing.")
+
+
+class ConfigMapKeySelector(KilnModel):
+    """Selects a key of a ConfigMap in the artifact's namespace."""
+
+    name: Name = Field(description="Name of the ConfigMap.")
+    key: Name = Field(description="The key of the ConfigMap to select.")
+    optional: bool | None = Field(None, description="Whether the ConfigMap or its key may be missing.")
+
+
+class ObjectFieldSelector(KilnModel):
+    """Selects a field of the pod (downward API)."""
+
+    field_path: ShortText = Field(description="Path of the field to select, e.g. metadata.name.")
+    api_version: ShortText | None = Field(None, description="Version of the schema of fieldPath (v1).")
+
+
+class ResourceFieldSelector(KilnModel):
+    """Selects a resource request or limit of a container (downward API)."""
+
+    resource: Name = Field(description="The resource to select, e.g. limits.memory.")
+    container_name: Name | None = Field(None, description="Container name; defaults to this container.")
+    divisor: Quantity | None = Field(None, description="Output format of the exposed resources (1).")
+
+
+class EnvVarSource(KilnModel):
+    """Source of an environment variable's value (exactly one)."""
+
+    secret_key_ref: SecretKeySelector | None = Field(None, description="A key of a Secret.")
+    config_map_key_ref: ConfigMapKeySelector | None = Field(None, description="A key of a ConfigMap.")
+    field_ref: ObjectFieldSelector | None = Field(None, description="A field of the pod.")
+    resource_field_ref: ResourceFieldSelector | None = Field(
+        None, description="A resource request or limit of a container."
+    )
+
+
+class EnvVar(KilnModel):
+    """An environment variable of the container."""
+
+    name: Name = Field(description="Name of the environment variable (unique within the container).")
+    value: Annotated[str, StringConstraints(max_length=32768)] | None = Field(
+        None, description="Value; $(VAR) references to previously defined variables are expanded."
+    )
+    value_from: EnvVarSource | None = Field(None, description="Source of the value; not with value.")
+
+
+class LocalObjectReference(KilnModel):
+    """A reference to an object in the same namespace."""
+
+    name: Name = Field(description="Name of the object.")
+    optional: bool | None = Field(None, description="Whether the object may be missing.")
+
+
+class EnvFromSource(KilnModel):
+    """A source of a set of environment variables (all keys of a ConfigMap or Secret)."""
+
+    prefix: ShortText | None = Field(None, description="Prefix prepended to every key.")
+    config_map_ref: LocalObjectReference | None = Field(None, description="The ConfigMap to select from.")
+    secret_ref: LocalObjectReference | None = Field(None, description="The Secret to select from.")
+
+
+class ContainerPort(KilnModel):
+    """A network port the container listens on."""
+
+    name: Annotated[str, StringConstraints(max_length=15, pattern=PORT_NAME_PATTERN)] | None = Field(
+        None, description="Port name (IANA service name, at most 15 characters); used by the Service."
+    )
+    container_port: int = Field(ge=1, le=65535, description="Port number on the pod's IP address.")
+    protocol: Protocol = Field(Protocol.TCP, description="Protocol: TCP (default), UDP or SCTP.")
+
+
+class ResourceRequirements(KilnModel):
+    """Compute resources of the container."""
+
+    requests: dict[str, Quantity] | None = Field(
+        None,
+        max_length=32,
+        description="Minimum resources required, e.g. cpu: 500m, memory: 1Gi.",
+    )
+    limits: dict[str, Quantity] | None = Field(
+        None,
+        max_length=32,
+        description="Maximum resources allowed, e.g. memory: 2Gi, nvidia.com/gpu: 1.",
+    )
+
+
+class HTTPHeader(KilnModel):
+    """A custom HTTP header."""
+
+    name: Name = Field(description="Header field name.")
+    value: ShortText = Field(description="Header field value.")
+
+
+class HTTPGetAction(KilnModel):
+    """Probe by an HTTP GET request; success is a status code from 200 to 399."""
+
+    path: ShortText | None = Field(None, description="Path to request, e.g. /healthz.")
+    port: PortOrName = Field(description="Port number or name to request.")
+    host: Name | None = Field(None, description="Host name to connect to; defaults to the pod IP.")
+    scheme: Scheme | None = Field(None, description="HTTP (default) or HTTPS.")
+    http_headers: list[HTTPHeader] | None = Field(
+        None, max_length=32, description="Custom headers to set in the request."
+    )
+
+
+class TCPSocketAction(KilnModel):
+    """Probe by opening a TCP connection."""
+
+    port: PortOrName = Field(description="Port number or name to connect to.")
+    host: Name | None = Field(None, description="Host name to connect to; defaults to the pod IP.")
+
+
+class ExecAction(KilnModel):
+    """Probe by running a command in the container; success is exit status 0."""
+
+    command: list[Arg] | None = Field(
+        None, max_length=MAX_ARGS, description="Command line to run (not in a shell)."
+    )
+
+
+class GRPCAction(KilnModel):
+    """Probe by the gRPC health checking protocol."""
+
+    port: int = Field(ge=1, le=65535, description="Port number of the gRPC service.")
+    service: ShortText | None = Field(None, description="Service name passed in the HealthCheckRequest.")
+
+
+class Probe(KilnModel):
+    """A health check of the container; set exactly one of httpGet, tcpSocket, exec or grpc."""
+
+    http_get: HTTPGetAction | None = Field(None, description="Probe by an HTTP GET request.")
+    tcp_socket: TCPSocketAction | None = Field(None, description="Probe by opening a TCP connection.")
+    exec: ExecAction | None = Field(None, description="Probe by running a command in the container.")
+    grpc: GRPCAction | None = Field(None, description="Probe by the gRPC health checking protocol.")
+    initial_delay_seconds: int | None = Field(
+        None, ge=0, description="Seconds after the container started before the first probe."
+    )
+    period_seconds: int | None = Field(None, ge=1, description="Seconds between probes (10).")
+    timeout_seconds: int | None = Field(None, ge=1, description="Seconds after which a probe times out (1).")
+    success_threshold: int | None = Field(
+        None, ge=1, description="Consecutive successes to count as healthy after a failure (1)."
+    )
+    failure_threshold: int | None = Field(
+        None, ge=1, description="Consecutive failures to count as unhealthy (3)."
+    )
+    termination_grace_period_seconds: int | None = Field(
+        None, ge=1, description="Grace period for the pod when this probe fails (liveness, startup)."
+    )
+
+
+class Container(KilnModel):
+    """A container, with the Kubernetes container fields (securityContext is set by Kiln, not here)."""
+
+    name: Annotated[str, StringConstraints(max_length=63, pattern=DNS_LABEL_PATTERN)] = Field(
+        description="Container name (DNS label, unique within the artifact)."
+    )
+    image: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
+        description="Container image reference, e.g. registry.example.com/app:1.2 or an @sha256 digest."
+    )
+    image_pull_policy: PullPolicy | None = Field(
+        None, description="Always, IfNotPresent or Never; Kubernetes' default depends on the tag."
+    )
+    command: list[Arg] | None = Field(
+        None, max_length=MAX_ARGS, description="Entrypoint; replaces the image's ENTRYPOINT."
+    )
+    args: list[Arg] | None = Field(
+        None, max_length=MAX_ARGS, description="Arguments to the entrypoint; replace the image's CMD."
+    )
+    working_dir: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
+        None, description="Working directory; defaults to the image's."
+    )
+    env: list[EnvVar] | None = Field(
+        None,
+        max_length=MAX_ENV,
+        description="Environment variables, in order (later ones may reference earlier ones).",
+        json_schema_extra=_list_map("name"),
+    )
+    env_from: list[EnvFromSource] | None = Field(
+        None, max_length=32, description="Sources of sets of environment variables."
+    )
+    ports: list[ContainerPort] | None = Field(
+        None,
+        max_length=MAX_PORTS,
+        description="Ports the container listens on; the operator exposes them with a Service.",
+        json_schema_extra=_list_map("containerPort", "protocol"),
+    )
+    resources: ResourceRequirements | None = Field(None, description="Compute resources.")
+    readiness_probe: Probe | None = Field(
+        None, description="Whether the container is ready to receive traffic."
+    )
+    liveness_probe: Probe | None = Field(
+        None, description="Whether the container is alive; it is restarted when not."
+    )
+    startup_probe: Probe | None = Field(
+        None, description="Whether the container has started; other probes wait for it."
+    )
+
+
+Containers = Annotated[
+    list[Container],
+    Field(
+        min_length=1,
+        max_length=MAX_CONTAINERS,
+        description="Containers of the artifact: the first is the primary one, the others are sidecars.",
+        json_schema_extra=_list_map("name"),
+    ),
+]
+DisplayName = Annotated[
+    Annotated[str, StringConstraints(max_length=253)] | None,
+    Field(description="Human-friendly name; editable at any time."),
+]
+Description = Annotated[
+    Annotated[str, StringConstraints(max_length=4096)] | None,
+    Field(description="Free-text description; editable at any time."),
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Status building blocks
+# --------------------------------------------------------------------------------------------------
+
+
+class Condition(KilnModel):
+    """An observation of one aspect of the object's state (Kubernetes condition conventions)."""
+
+    type: Annotated[str, StringConstraints(min_length=1, max_length=316)] = Field(
+        description="Condition type in CamelCase, e.g. Ready."
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: ShortText | None = Field(None, description="Machine-readable reason in CamelCase.")
+    message: Annotated[str, StringConstraints(max_length=32768)] | None = Field(
+        None, description="Human-readable details."
+    )
+    last_transition_time: DateTime | None = Field(None, description="When the status last changed.")
+    observed_generation: int | None = Field(
+        None, ge=0, description="metadata.generation the condition was computed from."
+    )
+
+
+Conditions = Annotated[
+    list[Condition] | None,
+    Field(
+        max_length=MAX_CONDITIONS,
+        description="Current conditions; Ready is always present once observed.",
+        json_schema_extra=_list_map("type"),
+    ),
+]
+ObservedGeneration = Annotated[
+    Annotated[int, Field(ge=0)] | None, Field( description="metadata.generation last acted upon by the operator.")
+]
+
+
+class ArtifactReference(KilnModel):
+    """A reference to an Artifact in the same namespace."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(
+        description="Name of the Artifact."
+    )
+
+
+class WorkloadReference(KilnModel):
+    """A reference to a Workload in the same namespace."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(
+        description="Name of the Workload."
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Artifact
+# --------------------------------------------------------------------------------------------------
+
+# Spec fields that stay editable once an Artifact is Registered; every other field is locked
+# (and covered by the spec digest).
+ARTIFACT_UNLOCKED_FIELDS: frozenset[str] = frozenset({"display_name", "description", "lifecycle"})
+
+
+class ArtifactSpec(KilnModel):
+    """Desired state of an Artifact: a container spec, a mutable Draft until Registered."""
+
+    display_name: DisplayName = None
+    description: Description = None
+    lifecycle: Lifecycle = Field(
+        Lifecycle.DRAFT,
+        description="Draft (default; everything editable) or Registered (containers locked). "
+        "Draft -> Registered only, never back.",
+    )
+    containers: Containers
+
+    UNLOCKED_FIELDS: ClassVar[frozenset[str]] = ARTIFACT_UNLOCKED_FIELDS
+
+    @classmethod
+    def locked_fields(cls) -> list[str]:
+        """Python names of the spec fields locked once the Artifact is Registered, in field order."""
+        return [name for name in cls.model_fields if name not in cls.UNLOCKED_FIELDS]
+
+    @classmethod
+    def locked_aliases(cls) -> list[str]:
+        """Wire (camelCase) names of the locked spec fields, in field order."""
+        return [cls.model_fields[name].alias or name for name in cls.locked_fields()]
+
+    @property
+    def registered(self) -> bool:
+        return self.lifecycle == Lifecycle.REGISTERED
+
+    @property
+    def primary_container(self) -> Container:
+        return self.containers[0]
+
+
+class ArtifactStatus(KilnModel):
+    """Observed state of an Artifact."""
+
+    observed_generation: ObservedGeneration = None
+    conditions: Conditions = None
+    lifecycle: Lifecycle | None = Field(None, description="Lifecycle last observed by the operator.")
+    spec_digest: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        None, description="sha256: digest of the canonical JSON of the locked part of the spec."
+    )
+    registered_at: DateTime | None = Field(None, description="When the Artifact was registered.")
+    registered_by: ShortText | None = Field(
+        None, description="The user who registered the Artifact (from the admission request)."
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Workload
+# --------------------------------------------------------------------------------------------------
+
+
+class InlineArtifact(KilnModel):
+    """An artifact given inline: at creation Kiln creates a Draft Artifact named after the Workload."""
+
+    display_name: DisplayName = None
+    description: Description = None
+    containers: Containers
+
+
+class WorkloadSpec(KilnModel):
+    """Desired state of a Workload: a development run of an Artifact's containers."""
+
+    artifact_ref: ArtifactReference | None = Field(
+        None, description="The Artifact to run (same namespace); set this or artifact."
+    )
+    artifact: InlineArtifact | None = Field(
+        None,
+        description="An inline artifact, a creation shortcut: Kiln creates a Draft Artifact named after "
+        "the Workload and runs it; edit that Artifact afterwards.",
+    )
+    replicas: int = Field(1, ge=0, le=MAX_REPLICAS, description="Number of pods to run.")
+    state: DesiredState = Field(
+        DesiredState.RUNNING,
+        description="Running (default) or Stopped: Stopped removes the pods and keeps the Workload.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_artifact(self) -> Self:
+        if (self.artifact_ref is None) == (self.artifact is None):
+            raise ValueError(WORKLOAD_ARTIFACT_MESSAGE)
+        return self
+
+    @property
+    def artifact_name_hint(self) -> str | None:
+        """The referenced Artifact's name (None for an inline artifact: it is named after the Workload)."""
+        return self.artifact_ref.name if self.artifact_ref else None
+
+
+class WorkloadArtifactStatus(KilnModel):
+    """The Artifact a Workload is running."""
+
+    name: Name | None = Field(None, description="Name of the Artifact.")
+    lifecycle: Lifecycle | None = Field(None, description="Its lifecycle when last observed.")
+    spec_digest: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        None, description="Digest of the artifact spec the pods run."
+    )
+
+
+class WorkloadStatus(KilnModel):
+    """Observed state of a Workload."""
+
+    observed_generation: ObservedGeneration = None
+    conditions: Conditions = None
+    state: WorkloadPhase | None = Field(
+        None, description="Observed state: Pending, Starting, Running, Stopped or Failed."
+    )
+    artifact: WorkloadArtifactStatus | None = Field(None, description="The Artifact being run.")
+    replicas: int | None = Field(None, ge=0, description="Number of pods that exist.")
+    ready_replicas: int | None = Field(None, ge=0, description="Number of ready pods.")
+    restarted_at: ShortText | None = Field(
+        None, description="Last kiln.dev/restartedAt annotation value acted upon."
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Deployment
+# --------------------------------------------------------------------------------------------------
+
+
+class PodDisruptionBudgetSpec(KilnModel):
+    """A PodDisruptionBudget for the Deployment's pods."""
+
+    min_available: IntOrPercent = Field(
+        description="Pods (number or percentage) that must stay available during voluntary disruptions."
+    )
+
+
+class DeploymentSpec(KilnModel):
+    """Desired state of a Deployment: a governed, production run of a Registered Artifact."""
+
+    artifact_ref: ArtifactReference | None = Field(
+        None,
+        description="The Registered Artifact to run; filled from workloadRef at admission when omitted.",
+    )
+    workload_ref: WorkloadReference | None = Field(
+        None, description="The Workload this Deployment was promoted from (provenance)."
+    )
+    replicas: int = Field(1, ge=0, le=MAX_REPLICAS, description="Number of pods to run.")
+    importance: Importance = Field(
+        Importance.MODERATE, description="Critical, High, Moderate (default) or Low; used by governance."
+    )
+    pod_disruption_budget: PodDisruptionBudgetSpec | None = Field(
+        None, description="Create a PodDisruptionBudget for the pods."
+    )
+
+    @model_validator(mode="after")
+    def _artifact_or_workload(self) -> Self:
+        if self.artifact_ref is None and self.workload_ref is None:
+            raise ValueError(DEPLOYMENT_REF_MESSAGE)
+        return self
+
+
+class DeploymentArtifactStatus(KilnModel):
+    """The Artifact a Deployment runs, pinned by digest."""
+
+    name: Name | None = Field(None, description="Name of the Artifact.")
+    spec_digest: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        None, description="Digest of the registered spec pinned by the Deployment."
+    )
+
+
+class HistoryEntry(KilnModel):
+    """One entry of a Deployment's audit trail."""
+
+    time: DateTime = Field(description="When it happened.")
+    action: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="What happened, in CamelCase, e.g. Created, ArtifactChanged, Scaled."
+    )
+    actor: ShortText | None = Field(None, description="Who did it (user name), when known.")
+    artifact: Name | None = Field(None, description="The Artifact deployed after the action.")
+    digest: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        None, description="Its spec digest."
+    )
+    message: ShortText | None = Field(None, description="Human-readable details.")
+
+
+class DeploymentStatus(KilnModel):
+    """Observed state of a Deployment."""
+
+    observed_generation: ObservedGeneration = None
+    conditions: Conditions = None
+    artifact: DeploymentArtifactStatus | None = Field(None, description="The Artifact being run.")
+    replicas: int | None = Field(None, ge=0, description="Number of pods that exist.")
+    ready_replicas: int | None = Field(None, ge=0, description="Number of ready pods.")
+    history: list[HistoryEntry] | None = Field(
+        None,
+        max_length=MAX_HISTORY,
+        description=f"Audit trail, oldest first, the last {MAX_HISTORY} entries.",
+    )

@@ -1,0 +1,75 @@
+"""The ``kiln`` command line: the local control plane and the operator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from kiln import cluster
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    paths = cluster.Paths(cluster.state_dir())
+    if args.action == "up":
+        kubeconfig = cluster.up(paths)
+        print(kubeconfig)
+    elif args.action == "down":
+        stopped = cluster.down(paths)
+        cluster.log(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+    elif args.action == "kubeconfig":
+        if cluster.read_state(paths) is None:
+            cluster.log("no local cluster: run `kiln cluster up` first")
+            return 1
+        print(paths.kubeconfig)
+    else:
+        st = cluster.status(paths)
+        if args.json:
+            print(json.dumps(st, indent=2))
+        elif not st["components"]:
+            print("local cluster: not running")
+        else:
+            print(f"local cluster: {'running' if st['running'] else 'DEGRADED'}  (state {st['stateDir']})")
+            print(f"  api server  https://127.0.0.1:{st['ports']['apiserver']}  "
+                  f"{'ready' if st['apiReady'] else 'NOT READY'}")
+            for name, c in st["components"].items():
+                print(f"  {name:<24} pid {c['pid']:<8} {'running' if c['alive'] else 'EXITED'}")
+            print(f"  kubeconfig  {st['kubeconfig']}")
+        return 0 if st["running"] else 3
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from kiln import main as operator_main
+
+    return operator_main.run(namespaces=args.namespace, webhook_port=args.webhook_port,
+                             dev_webhooks=not args.no_webhooks, liveness=args.liveness)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kiln", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("cluster", help="a local Kubernetes control plane on 127.0.0.1")
+    c.add_argument("action", choices=["up", "down", "status", "kubeconfig"])
+    c.add_argument("--json", action="store_true", help="status as JSON")
+    c.set_defaults(func=_cluster)
+
+    r = sub.add_parser("run", help="run the operator against the current kubeconfig")
+    r.add_argument("-n", "--namespace", action="append", default=[],
+                   help="watch only this namespace (repeatable); default: all namespaces")
+    r.add_argument("--webhook-port", type=int, default=0,
+                   help="port of the local TLS webhook server on 127.0.0.1 (default: a free one)")
+    r.add_argument("--no-webhooks", action="store_true", help="serve no admission webhooks")
+    r.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    r.set_defaults(func=_run)
+
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

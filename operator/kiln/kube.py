@@ -1,0 +1,90 @@
+"""The Kubernetes API client the reconcilers use, and small helpers around its errors."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from kiln.builders import GROUP, VERSION
+
+Body = dict[str, Any]
+
+
+@functools.cache
+def api_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    cfg = client.Configuration.get_default_copy()
+    cfg.connection_pool_maxsize = 64
+    return client.ApiClient(cfg)
+
+
+def core() -> client.CoreV1Api:
+    return client.CoreV1Api(api_client())
+
+
+def apps() -> client.AppsV1Api:
+    return client.AppsV1Api(api_client())
+
+
+def custom() -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api_client())
+
+
+def get_kiln(plural: str, namespace: str, name: str) -> Body | None:
+    """A kiln.dev object as a dict, or None when it does not exist."""
+    try:
+        return dict(custom().get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name))
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def patch_kiln_status(plural: str, namespace: str, name: str, status: Body) -> None:
+    custom().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name,
+                                                   {"status": status})
+
+
+def ignore(*codes: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Call an API function, treating the given HTTP codes (404, 409 …) as success."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except ApiException as e:
+                if e.status in codes:
+                    return None
+                raise
+
+        return wrapper
+
+    return deco
+
+
+_locks: dict[tuple[str, ...], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+@contextmanager
+def locked(*key: str) -> Iterator[None]:
+    """Serialise reconciles of one object: several triggers (its own events, its children's, its
+    artifact's) may fire at once in kopf's worker threads."""
+    with _locks_guard:
+        lock = _locks.setdefault(key, threading.Lock())
+    with lock:
+        yield
+
+
+def admission_api() -> client.AdmissionregistrationV1Api:
+    return client.AdmissionregistrationV1Api(api_client())

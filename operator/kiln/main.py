@@ -1,0 +1,105 @@
+"""The operator: kopf settings, the TLS webhook server, and ``run``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kopf
+import trustme
+from kubernetes.client.rest import ApiException
+
+# Handlers register themselves with kopf on import.
+from kiln import admission, artifacts, kube, workloads  # noqa: F401
+from kiln.cluster import free_port
+
+PREFIX = "kiln.dev"
+log = logging.getLogger("kiln")
+
+
+@dataclass
+class LocalWebhooks:
+    """Development mode: serve the webhooks on 127.0.0.1 with a certificate made at start-up, and
+    register them with the API server by URL (the Helm chart uses a Service instead)."""
+
+    port: int
+    certdir: Path
+
+    def make_certificates(self) -> None:
+        self.certdir.mkdir(parents=True, exist_ok=True)
+        ca = trustme.CA(organization_name="kiln local webhooks")
+        leaf = ca.issue_cert("127.0.0.1", "localhost")
+        ca.cert_pem.write_to_path(str(self.certdir / "ca.crt"))
+        leaf.cert_chain_pems[0].write_to_path(str(self.certdir / "tls.crt"))
+        leaf.private_key_pem.write_to_path(str(self.certdir / "tls.key"))
+        (self.certdir / "tls.key").chmod(0o600)
+
+    def server(self) -> kopf.WebhookServer:
+        return kopf.WebhookServer(addr="127.0.0.1", port=self.port, host="127.0.0.1",
+                                  certfile=str(self.certdir / "tls.crt"), pkeyfile=str(self.certdir / "tls.key"),
+                                  cafile=str(self.certdir / "ca.crt"))
+
+    def configuration(self) -> dict[str, Any]:
+        ca = base64.b64encode((self.certdir / "ca.crt").read_bytes()).decode()
+        return admission.webhook_configuration({"url": f"https://127.0.0.1:{self.port}", "caBundle": ca})
+
+
+_local: LocalWebhooks | None = None
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration")
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.execution.max_workers = int(os.environ.get("KILN_WORKERS", "20"))
+    settings.networking.request_timeout = 60
+    if _local is not None:
+        settings.admission.server = _local.server()
+        settings.admission.managed = None
+        body = _local.configuration()
+        api = kube.admission_api()
+        try:
+            api.create_validating_webhook_configuration(body)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            api.replace_validating_webhook_configuration(admission.CONFIG_NAME, body)
+        logger.info(f"webhooks served on https://127.0.0.1:{_local.port}, registered as "
+                    f"validatingwebhookconfiguration/{admission.CONFIG_NAME}")
+
+
+@kopf.on.cleanup()
+def remove_local_webhooks(logger: logging.Logger, **_: Any) -> None:
+    if _local is not None:
+        kube.ignore(404)(kube.admission_api().delete_validating_webhook_configuration)(admission.CONFIG_NAME)
+        logger.info(f"removed validatingwebhookconfiguration/{admission.CONFIG_NAME}")
+
+
+def run(namespaces: list[str], webhook_port: int = 0, dev_webhooks: bool = True,
+        liveness: str | None = None) -> int:
+    """Run the operator until interrupted, against the current kubeconfig (or in-cluster config)."""
+    global _local
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if dev_webhooks:
+        state = Path(os.environ.get("KILN_OPERATOR_DIR")
+                     or Path.home() / ".local" / "state" / "kiln" / "operator")
+        _local = LocalWebhooks(port=webhook_port or free_port(), certdir=state / "webhook-certs")
+        _local.make_certificates()
+    asyncio.run(kopf.operator(
+        standalone=True,
+        namespaces=namespaces,
+        clusterwide=not namespaces,
+        liveness_endpoint=liveness,
+    ))
+    return 0

@@ -1,0 +1,268 @@
+"""Workload reconcile: one level-triggered function, called from every trigger.
+
+Triggers: the Workload's own create/update/resume, events of its pods, and changes of the
+Artifact it runs. Each call reads the current Workload and Artifact and converges the pods and
+the Service onto them; a call that finds nothing to change writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from kubernetes.client.rest import ApiException
+
+from kiln import builders as b
+from kiln import conditions as cond
+from kiln import kube
+from kiln.digest import spec_digest
+
+Body = dict[str, Any]
+WORKLOADS = (b.GROUP, b.VERSION, "workloads")
+ARTIFACTS = (b.GROUP, b.VERSION, "artifacts")
+
+
+def artifact_name(workload: Body) -> str:
+    spec = workload.get("spec") or {}
+    ref = spec.get("artifactRef") or {}
+    return str(ref.get("name") or workload["metadata"]["name"])
+
+
+# --- indexes: what the reconcile needs to know without list calls ------------------------------
+
+
+@kopf.index("", "v1", "pods", labels={b.L_WORKLOAD: kopf.PRESENT})
+def pods_by_workload(namespace: str, name: str, labels: dict[str, str], status: Body, meta: Body,
+                     **_: Any) -> dict[tuple[str, str], Body]:
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return {(namespace, labels[b.L_WORKLOAD]): {
+        "name": name, "revision": labels.get(b.L_REVISION), "digest": labels.get(b.L_DIGEST),
+        "phase": status.get("phase"), "ready": ready, "deleting": bool(meta.get("deletionTimestamp")),
+    }}
+
+
+@kopf.index(*WORKLOADS)
+def workloads_by_artifact(namespace: str, name: str, body: Body, **_: Any) -> dict[tuple[str, str], str]:
+    return {(namespace, artifact_name(body)): name}
+
+
+# --- the reconcile ---------------------------------------------------------------------------
+
+
+@dataclass
+class Observed:
+    pods: list[Body]
+
+    def at(self, rev: str) -> list[Body]:
+        return [p for p in self.pods if p["revision"] == rev and not p["deleting"]]
+
+
+def ensure_inline_artifact(workload: Body, logger: logging.Logger) -> None:
+    """A Workload with an inline artifact creates the Draft Artifact named after it (no owner:
+    artifacts outlive development workloads)."""
+    inline = workload["spec"]["artifact"]
+    meta = workload["metadata"]
+    body = {
+        "apiVersion": b.API_VERSION, "kind": "Artifact",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+                     "labels": {"app.kubernetes.io/managed-by": b.MANAGED_BY},
+                     "annotations": {"kiln.dev/created-by-workload": meta["name"]}},
+        "spec": {**{k: v for k, v in inline.items() if v is not None}, "lifecycle": "Draft"},
+    }
+    try:
+        kube.custom().create_namespaced_custom_object(b.GROUP, b.VERSION, meta["namespace"], "artifacts", body)
+    except ApiException as e:
+        if e.status != 409:
+            raise
+        return
+    kopf.info(workload, reason="ArtifactCreated", message=f"created Draft Artifact {meta['name']} from spec.artifact")
+    logger.info(f"created Draft Artifact {meta['name']}")
+
+
+def reconcile(namespace: str, name: str, pods_index: kopf.Index[tuple[str, str], Body],
+              logger: logging.Logger) -> None:
+    with kube.locked("workload", namespace, name):
+        workload = kube.get_kiln("workloads", namespace, name)
+        if workload is None or workload["metadata"].get("deletionTimestamp"):
+            return  # garbage collection removes the pods and the Service
+        _reconcile(workload, Observed(list(pods_index.get((namespace, name), []))), logger)
+
+
+def _reconcile(workload: Body, observed: Observed, logger: logging.Logger) -> None:
+    meta, spec = workload["metadata"], workload.get("spec") or {}
+    status = workload.get("status") or {}
+    ns, name, gen = meta["namespace"], meta["name"], meta.get("generation")
+    first_visit = "observedGeneration" not in status
+
+    if spec.get("artifact") is not None:
+        ensure_inline_artifact(workload, logger)
+    art_name = artifact_name(workload)
+    artifact = kube.get_kiln("artifacts", ns, art_name)
+    if artifact is None:
+        msg = f"Artifact {art_name} not found in namespace {ns}; the workload starts once it exists"
+        _write_status(workload, {
+            "state": "Pending", "replicas": 0, "readyReplicas": 0,
+            "artifact": {"name": art_name},
+        }, [
+            cond.condition("Ready", False, "ArtifactNotFound", msg, gen),
+            cond.condition("Available", False, "ArtifactNotFound", msg, gen),
+            cond.condition("Progressing", False, "ArtifactNotFound", msg, gen),
+        ])
+        _delete_pods(ns, observed.pods, grace=None)
+        return
+
+    containers = artifact["spec"]["containers"]
+    digest = spec_digest(artifact["spec"])
+    restarted_at = (meta.get("annotations") or {}).get(b.RESTARTED_AT)
+    rev = b.revision(digest, restarted_at)
+    running = spec.get("state", "Running") != "Stopped"
+    replicas = int(spec.get("replicas", 1)) if running else 0
+
+    # Converge the pods: the current revision at indexes 0..replicas-1, nothing else.
+    current = {p["name"]: p for p in observed.at(rev)}
+    wanted = {b.workload_pod_name(name, rev, i): i for i in range(replicas)}
+    stale = [p for p in observed.pods if p["name"] not in wanted and not p["deleting"]]
+    failed = [p for p in current.values() if p["phase"] in ("Failed", "Succeeded")]
+    old_revision = [p for p in stale if p["revision"] != rev]
+    if old_revision and running:
+        same_spec = any(p["digest"] == b.digest_label(digest) for p in old_revision)
+        why = (f"restart requested at {restarted_at}" if same_spec
+               else f"Artifact {art_name} changed to {digest[:19]}")
+        kopf.info(workload, reason="Restarted", message=f"restarting {len(old_revision)} pod(s): {why}")
+    elif stale and not running and status.get("state") != "Stopped":
+        kopf.info(workload, reason="Stopped", message=f"stopping: deleting {len(stale)} pod(s)")
+    _delete_pods(ns, stale, grace=None)
+    _delete_pods(ns, failed, grace=0)
+    if failed:
+        kopf.warn(workload, reason="PodReplaced",
+                  message=f"replacing failed pod(s) {', '.join(p['name'] for p in failed)}")
+
+    owner = b.owner_reference(workload, "Workload")
+    created = 0
+    for pod_name, i in wanted.items():
+        if pod_name in current and current[pod_name] not in failed:
+            continue
+        pod = b.workload_pod(name, art_name, containers, digest, rev, i)
+        pod["metadata"]["ownerReferences"] = [owner]
+        try:
+            kube.core().create_namespaced_pod(ns, pod)
+            created += 1
+        except ApiException as e:
+            if e.status != 409:  # 409: exists already, or the replaced one is still terminating
+                raise
+    if created and first_visit:
+        kopf.info(workload, reason="Created", message=f"created {created} pod(s) running Artifact {art_name}")
+    elif created and running and status.get("state") == "Stopped":
+        kopf.info(workload, reason="Started", message=f"started {created} pod(s)")
+
+    _ensure_service(workload, art_name, containers if running else [])
+
+    ready = sum(1 for p in current.values() if p["ready"] and p not in failed)
+    if not running:
+        state, ok, reason = ("Stopped", True, "Stopped") if not observed.pods else ("Stopped", False, "Stopping")
+        msg = "stopped as requested" if ok else f"stopping: {len(observed.pods)} pod(s) left"
+    elif ready == replicas:
+        state, ok, reason, msg = "Running", True, "PodsReady", f"{ready}/{replicas} pods ready"
+    elif current:
+        state, ok, reason, msg = "Starting", False, "PodsNotReady", f"{ready}/{replicas} pods ready"
+    else:
+        state, ok, reason, msg = "Pending", False, "PodsCreating", f"creating {replicas} pod(s)"
+    done = ok and not stale and len(current) == replicas
+    _write_status(workload, {
+        "state": state, "replicas": replicas, "readyReplicas": ready,
+        "artifact": {"name": art_name, "lifecycle": artifact["spec"].get("lifecycle", "Draft"),
+                     "specDigest": digest},
+        **({"restartedAt": restarted_at} if restarted_at else {}),
+    }, [
+        cond.condition("Ready", ok, reason, msg, gen),
+        cond.condition("Available", running and ready >= max(replicas, 1),
+                       "Stopped" if not running else ("MinimumReplicasAvailable" if ready else "NoReadyPods"),
+                       msg, gen),
+        cond.condition("Progressing", not done, "Converging" if not done else "Converged",
+                       msg if not done else f"revision {rev} is rolled out", gen),
+    ])
+
+
+def _delete_pods(namespace: str, pods: list[Body], grace: int | None) -> None:
+    for p in pods:
+        kube.ignore(404)(kube.core().delete_namespaced_pod)(p["name"], namespace, grace_period_seconds=grace)
+
+
+def _ensure_service(workload: Body, art_name: str, containers: list[Body]) -> None:
+    meta = workload["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    desired = b.service(name, art_name, "workload", b.workload_selector(name), containers)
+    try:
+        existing = kube.core().read_namespaced_service(name, ns)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+        existing = None
+    if desired is None:
+        if existing is not None and _owned_by(existing.metadata.owner_references, meta["uid"]):
+            kube.ignore(404)(kube.core().delete_namespaced_service)(name, ns)
+        return
+    desired["metadata"]["ownerReferences"] = [b.owner_reference(workload, "Workload")]
+    if existing is None:
+        kube.ignore(409)(kube.core().create_namespaced_service)(ns, desired)
+    elif not _owned_by(existing.metadata.owner_references, meta["uid"]):
+        raise kopf.PermanentError(f"Service {name} exists and is not owned by this Workload")
+    else:
+        have = kube.api_client().sanitize_for_serialization(existing)
+        if [_port(p) for p in have["spec"].get("ports", [])] != [_port(p) for p in desired["spec"]["ports"]] \
+                or have["spec"].get("selector") != desired["spec"]["selector"]:
+            kube.core().patch_namespaced_service(name, ns, {"spec": desired["spec"]})
+
+
+def _port(p: Body) -> tuple[Any, ...]:
+    return (p.get("name"), p.get("port"), p.get("targetPort"), p.get("protocol"))
+
+
+def _owned_by(refs: list[Any] | None, uid: str) -> bool:
+    return any(r.uid == uid for r in refs or [])
+
+
+def _write_status(workload: Body, fields: Body, conditions: list[cond.Condition]) -> None:
+    """Patch status only when something changed: an idle resync writes nothing."""
+    meta = workload["metadata"]
+    old = workload.get("status") or {}
+    new = {**fields, "observedGeneration": meta.get("generation"),
+           "conditions": cond.merge(old.get("conditions"), conditions)}
+    if all(old.get(k) == v for k, v in new.items()):
+        return
+    # A merge patch: fields absent from ``new`` but set before (restartedAt) are cleared explicitly.
+    for k in old:
+        if k not in new:
+            new[k] = None
+    kube.patch_kiln_status("workloads", meta["namespace"], meta["name"], new)
+
+
+# --- triggers ----------------------------------------------------------------------------------
+
+
+@kopf.on.resume(*WORKLOADS)
+@kopf.on.create(*WORKLOADS)
+@kopf.on.update(*WORKLOADS)
+def workload_changed(namespace: str, name: str, pods_by_workload: kopf.Index[tuple[str, str], Body],
+                     logger: logging.Logger, **_: Any) -> None:
+    reconcile(namespace, name, pods_by_workload, logger)
+
+
+@kopf.on.event("", "v1", "pods", labels={b.L_WORKLOAD: kopf.PRESENT})
+def pod_event(namespace: str, labels: dict[str, str], type: str | None,
+              pods_by_workload: kopf.Index[tuple[str, str], Body], logger: logging.Logger, **_: Any) -> None:
+    if type is None:  # the initial listing: the workloads' resume handlers cover it
+        return
+    reconcile(namespace, labels[b.L_WORKLOAD], pods_by_workload, logger)
+
+
+def reconcile_users(namespace: str, artifact: str, workloads_by_artifact: kopf.Index[tuple[str, str], str],
+                    pods_by_workload: kopf.Index[tuple[str, str], Body], logger: logging.Logger) -> None:
+    """Reconcile every Workload that runs this Artifact (a draft change restarts them)."""
+    for wl in sorted(set(workloads_by_artifact.get((namespace, artifact), []))):
+        try:
+            reconcile(namespace, wl, pods_by_workload, logger)
+        except ApiException as e:
+            logger.warning(f"reconciling Workload {wl} after a change of Artifact {artifact} failed: {e.reason}")

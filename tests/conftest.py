@@ -1,0 +1,79 @@
+"""Test fixtures shared by all layers.
+
+Integration tests need a Kubernetes API server. Set ``KILN_TEST_KUBECONFIG`` to the kubeconfig of an
+existing cluster (a kind cluster on a laptop with Docker, say) to use it; otherwise the session
+starts the local control plane (``kiln cluster up``), and stops it at the end if it started it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from kiln import cluster
+from tests.kube import Kube, Operator
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> Iterator[Path]:
+    existing = os.environ.get("KILN_TEST_KUBECONFIG")
+    if existing:
+        yield Path(existing)
+        return
+    paths = cluster.Paths(cluster.state_dir())
+    was_running = cluster.read_state(paths) is not None and cluster.status(paths)["running"]
+    kc = cluster.up(paths)
+    try:
+        yield kc
+    finally:
+        if not was_running and not os.environ.get("KILN_TEST_KEEP_CLUSTER"):
+            cluster.down(paths)
+
+
+@pytest.fixture(scope="session")
+def api(kubeconfig: Path) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def kube(api: client.ApiClient, kubeconfig: Path) -> Kube:
+    return Kube(api, kubeconfig)
+
+
+@pytest.fixture
+def namespace(kube: Kube) -> Iterator[str]:
+    """A fresh namespace per test, with its default ServiceAccount in place; deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kube.core.create_namespace({"metadata": {"name": name, "labels": {"kiln.dev/test": "true"}}})
+    kube.wait(lambda: kube.exists(kube.core.read_namespaced_service_account, "default", name),
+              what=f"serviceaccount {name}/default")
+    yield name
+    kube.core.delete_namespace(name, propagation_policy="Background")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def crds(kube: Kube) -> None:
+    """Kiln's CRDs, applied with server-side apply and Established."""
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/artifacts.kiln.dev",
+                 "crd/workloads.kiln.dev", "crd/deployments.kiln.dev")
+
+
+@pytest.fixture(scope="session")
+def operator(kube: Kube, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """The real operator (`kiln run`) in a subprocess, with its webhooks over TLS on 127.0.0.1."""
+    op = Operator(kube, tmp_path_factory.mktemp("operator"))
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        op.remove_webhooks()

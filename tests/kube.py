@@ -1,0 +1,133 @@
+"""A thin helper over the Kubernetes client for tests: typed API groups and waiting with deadlines."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+T = TypeVar("T")
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient, kubeconfig: Path) -> None:
+        self.api = api
+        self.kubeconfig = kubeconfig
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.admission = client.AdmissionregistrationV1Api(api)
+        self.ext = client.ApiextensionsV1Api(api)
+        self.policy = client.PolicyV1Api(api)
+
+    @staticmethod
+    def wait(check: Callable[[], T], *, what: str, timeout: float = 60.0, interval: float = 0.2) -> T:
+        """Poll ``check`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            last = check()
+            if last:
+                return last
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+    @staticmethod
+    def exists(read: Callable[..., Any], *args: Any) -> bool:
+        try:
+            read(*args)
+            return True
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        exe = os.environ.get("KUBECTL", "kubectl")
+        r = subprocess.run([exe, f"--kubeconfig={self.kubeconfig}", *args], input=input, text=True,
+                           capture_output=True, timeout=120)
+        if check and r.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({r.returncode}):\n{r.stderr}")
+        return r
+
+    def kubectl_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    @staticmethod
+    def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+        for c in (obj.get("status") or {}).get("conditions") or []:
+            if c.get("type") == type_:
+                return dict(c)
+        return None
+
+
+class Operator:
+    """`kiln run` as a subprocess: started, stopped gracefully, or killed like a crash."""
+
+    WEBHOOK_CONFIG = "kiln.dev"
+
+    def __init__(self, kube: Kube, workdir: Path) -> None:
+        self.kube = kube
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / f"operator-{self.runs}.log"
+
+    def start(self) -> None:
+        import sys
+
+        self.runs += 1
+        env = {**os.environ, "KUBECONFIG": str(self.kube.kubeconfig), "KILN_OPERATOR_DIR": str(self.workdir)}
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "kiln.cli", "run"], env=env, stdout=out,
+                                         stderr=subprocess.STDOUT)
+        started = self.log
+
+        def ready() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, started.read_text()[-4000:]
+            m = re.search(r"webhooks served on https://127.0.0.1:(\d+)", started.read_text())
+            if not m:
+                return False
+            with socket.socket() as s:  # the webhook server listens
+                return s.connect_ex(("127.0.0.1", int(m.group(1)))) == 0
+
+        self.kube.wait(ready, what="the operator to start and serve its webhooks", timeout=60)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as in a crash."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def remove_webhooks(self) -> None:
+        """A webhook configuration left behind by a crashed run would slow or block the next."""
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.kube.admission.delete_validating_webhook_configuration(self.WEBHOOK_CONFIG)
+        except ApiException as e:
+            if e.status != 404:
+                raise
