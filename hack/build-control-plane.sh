@@ -15,6 +15,7 @@ log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 missing=()
 for b in "${bins[@]}"; do [ -x "$out/$b" ] || missing+=("$b"); done
+[ -f "$out/kwok-stages.yaml" ] || missing+=(kwok-stages.yaml)
 if [ ${#missing[@]} -eq 0 ]; then echo "$out"; exit 0; fi
 
 command -v go >/dev/null || { log "Go 1.26+ is required (https://go.dev/dl)"; exit 1; }

@@ -16,7 +16,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 GROUP = "kiln.dev"
@@ -66,22 +74,38 @@ Arg = Annotated[str, StringConstraints(max_length=32768)]
 DateTime = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 
 
-def _int_or_string(pattern: str) -> Any:
-    """``int | str`` that renders as ``x-kubernetes-int-or-string`` (the string form must match)."""
-    return Annotated[
-        int | Annotated[str, StringConstraints(pattern=pattern, max_length=64)],
-        WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": pattern}),
-    ]
+def _int_or_string(pattern: str) -> WithJsonSchema:
+    """Schema of an ``int | str`` field: ``x-kubernetes-int-or-string`` (the string form must match)."""
+    return WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": pattern})
 
 
-Quantity = _int_or_string(QUANTITY_PATTERN)
-PortOrName = _int_or_string(PORT_PATTERN)
-IntOrPercent = _int_or_string(INT_OR_PERCENT_PATTERN)
+# Integer-or-string types (written out for type checkers: aliases cannot come from a function call).
+Quantity = Annotated[
+    int | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)],
+    _int_or_string(QUANTITY_PATTERN),
+]
+PortOrName = Annotated[
+    int | Annotated[str, StringConstraints(pattern=PORT_PATTERN, max_length=64)],
+    _int_or_string(PORT_PATTERN),
+]
+IntOrPercent = Annotated[
+    int | Annotated[str, StringConstraints(pattern=INT_OR_PERCENT_PATTERN, max_length=64)],
+    _int_or_string(INT_OR_PERCENT_PATTERN),
+]
 
 
 def _list_map(*keys: str) -> dict[str, Any]:
     """Schema extension: a list of objects keyed by ``keys`` (duplicates rejected by the API server)."""
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
+def _unique(what: str, keys: list[Any]) -> None:
+    """Mirror of the API server's list-map check: keys must be unique."""
+    seen: set[Any] = set()
+    for key in keys:
+        if key in seen:
+            raise ValueError(f"duplicate {what}: {key}")
+        seen.add(key)
 
 
 class KilnModel(BaseModel):
@@ -359,9 +383,24 @@ class Container(KilnModel):
         None, description="Whether the container has started; other probes wait for it."
     )
 
+    @model_validator(mode="after")
+    def _unique_keys(self) -> Self:
+        _unique("env name", [e.name for e in self.env or []])
+        _unique(
+            "port (containerPort, protocol)",
+            [(p.container_port, str(p.protocol)) for p in self.ports or []],
+        )
+        return self
+
+
+def _unique_container_names(containers: list[Container]) -> list[Container]:
+    _unique("container name", [c.name for c in containers])
+    return containers
+
 
 Containers = Annotated[
     list[Container],
+    AfterValidator(_unique_container_names),
     Field(
         min_length=1,
         max_length=MAX_CONTAINERS,
@@ -410,7 +449,8 @@ Conditions = Annotated[
     ),
 ]
 ObservedGeneration = Annotated[
-    Annotated[int, Field(ge=0)] | None, Field( description="metadata.generation last acted upon by the operator.")
+    Annotated[int, Field(ge=0)] | None,
+    Field(description="metadata.generation last acted upon by the operator."),
 ]
 
 
@@ -548,7 +588,7 @@ class WorkloadStatus(KilnModel):
         None, description="Observed state: Pending, Starting, Running, Stopped or Failed."
     )
     artifact: WorkloadArtifactStatus | None = Field(None, description="The Artifact being run.")
-    replicas: int | None = Field(None, ge=0, description="Number of pods that exist.")
+    replicas: int | None = Field(None, ge=0, description="Number of pods the Workload runs (0 when Stopped).")
     ready_replicas: int | None = Field(None, ge=0, description="Number of ready pods.")
     restarted_at: ShortText | None = Field(
         None, description="Last kiln.dev/restartedAt annotation value acted upon."
@@ -623,7 +663,7 @@ class DeploymentStatus(KilnModel):
     observed_generation: ObservedGeneration = None
     conditions: Conditions = None
     artifact: DeploymentArtifactStatus | None = Field(None, description="The Artifact being run.")
-    replicas: int | None = Field(None, ge=0, description="Number of pods that exist.")
+    replicas: int | None = Field(None, ge=0, description="Number of pods the Deployment runs.")
     ready_replicas: int | None = Field(None, ge=0, description="Number of ready pods.")
     history: list[HistoryEntry] | None = Field(
         None,

@@ -92,7 +92,7 @@ def _start_time(pid: int) -> str | None:
 
 
 def _alive(proc: dict[str, Any]) -> bool:
-    return _start_time(int(proc["pid"])) == proc["start"]
+    return bool(_start_time(int(proc["pid"])) == proc["start"])
 
 
 def _spawn(name: str, argv: list[str], paths: Paths) -> dict[str, Any]:
@@ -175,7 +175,7 @@ def _ssl_context(paths: Paths) -> ssl.SSLContext:
 
 def _get(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, context=ctx, timeout=timeout) as r:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, context=ctx, timeout=timeout) as r:
             return int(r.status), r.read()
     except urllib.error.HTTPError as e:
         return int(e.code), e.read()
@@ -188,7 +188,7 @@ def _request(paths: Paths, port: int, method: str, path: str, body: dict[str, An
     req = urllib.request.Request(f"https://{HOST}:{port}{path}", data=data, method=method,
                                  headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, context=_ssl_context(paths), timeout=5) as r:  # noqa: S310
+        with urllib.request.urlopen(req, context=_ssl_context(paths), timeout=5) as r:
             return int(r.status)
     except urllib.error.HTTPError as e:
         return int(e.code)

@@ -23,9 +23,7 @@ from pydantic import BaseModel
 from kiln import api
 
 DEFAULT_OUTDIR = Path(__file__).resolve().parents[2] / "crds"
-HEADER = (
-    "# Generated from operator/kiln/api.py by `make crds` (python -m kiln.crds). Do not edit.\n"
-)
+HEADER = "# Generated from operator/kiln/api.py by `make crds` (python -m kiln.crds). Do not edit.\n"
 
 Schema = dict[str, Any]
 
@@ -148,10 +146,10 @@ def artifact_locked_rule() -> str:
     clauses += [
         _same("X.containers.map(c, c.name)"),
         _same("X.containers.map(c, has(c.env) ? c.env.map(e, e.name) : [])"),
-        _same(
-            "X.containers.map(c, has(c.ports) ? "
-            "c.ports.map(p, string(p.containerPort) + '/' + p.protocol) : [])"
-        ),
+        # (containerPort, protocol) pairs in order; no string concatenation, which would blow
+        # the estimated cost (enum strings have no maxLength for the cost estimator).
+        _same("X.containers.map(c, has(c.ports) ? c.ports.map(p, p.containerPort) : [])"),
+        _same("X.containers.map(c, has(c.ports) ? c.ports.map(p, p.protocol) : [])"),
     ]
     body = "\n  && ".join(clauses)
     return f"!({_WAS_REGISTERED})\n|| (\n  {body}\n)\n"
@@ -261,7 +259,8 @@ def build_crd(
                 "type": "string",
             },
             "kind": {
-                "description": "Kind is a string value representing the REST resource this object represents.",
+                "description": "Kind is a string value representing the REST resource this object "
+                "represents.",
                 "type": "string",
             },
             "metadata": {"type": "object"},

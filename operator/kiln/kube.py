@@ -42,7 +42,8 @@ def custom() -> client.CustomObjectsApi:
 def get_kiln(plural: str, namespace: str, name: str) -> Body | None:
     """A kiln.dev object as a dict, or None when it does not exist."""
     try:
-        return dict(custom().get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name))
+        obj: Body = custom().get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        return obj
     except ApiException as e:
         if e.status == 404:
             return None

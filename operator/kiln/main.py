@@ -18,7 +18,9 @@ from kubernetes.client.rest import ApiException
 from kiln import admission, artifacts, kube, workloads  # noqa: F401
 from kiln.cluster import free_port
 
-PREFIX = "kiln.dev"
+# kopf's own annotations. Not "kiln.dev": kopf leaves annotations under its prefix out of the diff it
+# reacts to, and users' kiln.dev/restartedAt must trigger a reconcile.
+PREFIX = "operator.kiln.dev"
 log = logging.getLogger("kiln")
 
 
@@ -54,7 +56,7 @@ _local: LocalWebhooks | None = None
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
-    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.finalizer = "kiln.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration")

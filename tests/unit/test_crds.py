@@ -1,0 +1,378 @@
+"""The generated CRDs: structural, documented, bounded, with the agreed names, CEL rules and columns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kiln import api, crds
+
+REPO_CRDS = Path(__file__).resolve().parents[2] / "crds"
+CRDS = {crd["spec"]["names"]["kind"]: crd for crd in crds.build_crds()}
+Schema = dict[str, Any]
+
+
+def root(kind: str) -> Schema:
+    schema: Schema = CRDS[kind]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def spec_schema(kind: str) -> Schema:
+    spec: Schema = root(kind)["properties"]["spec"]
+    return spec
+
+
+def container_schema() -> Schema:
+    props: Schema = spec_schema("Artifact")["properties"]["containers"]["items"]
+    return props
+
+
+def walk(node: Schema, path: str = "") -> Iterator[tuple[str, Schema]]:
+    yield path, node
+    for name, sub in node.get("properties", {}).items():
+        yield from walk(sub, f"{path}.{name}")
+    if isinstance(node.get("items"), dict):
+        yield from walk(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from walk(node["additionalProperties"], f"{path}{{}}")
+
+
+def all_nodes() -> Iterator[tuple[str, str, Schema]]:
+    for kind in CRDS:
+        for path, node in walk(root(kind)):
+            yield kind, path, node
+
+
+def test_generated_crds_are_up_to_date(tmp_path: Path) -> None:
+    written = crds.write_crds(tmp_path)
+    assert sorted(p.name for p in written) == [
+        "artifacts.kiln.dev.yaml",
+        "deployments.kiln.dev.yaml",
+        "workloads.kiln.dev.yaml",
+    ]
+    for path in written:
+        committed = REPO_CRDS / path.name
+        assert committed.exists(), f"{committed} is missing: run `make crds`"
+        assert committed.read_bytes() == path.read_bytes(), (
+            f"{committed} is out of date with operator/kiln/api.py: run `make crds` "
+            "(python -m kiln.crds) and commit the result"
+        )
+
+
+def test_output_is_deterministic_and_plain_yaml() -> None:
+    for crd in crds.build_crds():
+        text = crds.to_yaml(crd)
+        assert text == crds.to_yaml(crds.build_crds()[list(CRDS).index(crd["spec"]["names"]["kind"])])
+        assert "&id" not in text
+        assert "*id" not in text
+        assert yaml.safe_load(text) == crd
+
+
+def test_main_writes_to_given_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert crds.main([str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "artifacts.kiln.dev.yaml",
+        "deployments.kiln.dev.yaml",
+        "workloads.kiln.dev.yaml",
+    ]
+    assert "artifacts.kiln.dev.yaml" in capsys.readouterr().out
+    assert crds.DEFAULT_OUTDIR == REPO_CRDS
+
+
+@pytest.mark.parametrize(
+    ("kind", "plural", "short"),
+    [
+        ("Artifact", "artifacts", "kart"),
+        ("Workload", "workloads", "kwl"),
+        ("Deployment", "deployments", "kdep"),
+    ],
+)
+def test_names(kind: str, plural: str, short: str) -> None:
+    crd = CRDS[kind]
+    assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
+    assert crd["metadata"] == {"name": f"{plural}.kiln.dev"}
+    assert crd["spec"]["group"] == "kiln.dev"
+    assert crd["spec"]["scope"] == "Namespaced"
+    names = crd["spec"]["names"]
+    assert names == {
+        "kind": kind,
+        "listKind": f"{kind}List",
+        "plural": plural,
+        "singular": kind.lower(),
+        "shortNames": [short],
+        "categories": ["kiln"],
+    }
+    assert not {"deploy", "wl", "deployment", "workload"} & set(names["shortNames"])
+    (version,) = crd["spec"]["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert version["subresources"] == {"status": {}}
+    assert root(kind)["required"] == ["spec"]
+
+
+def test_schemas_are_structural() -> None:
+    for kind, path, node in all_nodes():
+        where = f"{kind}{path}"
+        assert not {"$ref", "$defs"} & set(node), where
+        assert "title" not in node, where
+        assert node.get("additionalProperties") is not True, where
+        assert "x-kubernetes-preserve-unknown-fields" not in node, where
+        if node.get("x-kubernetes-int-or-string"):
+            assert "type" not in node, where
+            assert node["anyOf"] == [{"type": "integer"}, {"type": "string"}], where
+        else:
+            assert not {"anyOf", "oneOf", "allOf", "not"} & set(node), where
+            assert node.get("type") in {"object", "array", "string", "integer", "boolean"}, where
+        for req in node.get("required", []):
+            assert req in node["properties"], f"{where}: required {req} is not a property"
+        if "default" in node:
+            assert isinstance(node["default"], str | int | bool), where
+
+
+def test_every_field_is_described() -> None:
+    for kind, path, node in all_nodes():
+        for name, sub in node.get("properties", {}).items():
+            if path == "" and name == "metadata":
+                continue
+            assert sub.get("description"), f"{kind}{path}.{name} has no description"
+
+
+def test_spec_is_bounded_for_cel_cost() -> None:
+    for kind in CRDS:
+        for path, node in walk(spec_schema(kind), ".spec"):
+            if node.get("type") == "array":
+                assert "maxItems" in node, f"{kind}{path}"
+            if node.get("type") == "string":
+                assert "maxLength" in node or "enum" in node, f"{kind}{path}"
+            if node.get("type") == "object" and isinstance(node.get("additionalProperties"), dict):
+                assert "maxProperties" in node, f"{kind}{path}"
+
+
+def test_container_schema() -> None:
+    c = container_schema()
+    props = c["properties"]
+    assert c["required"] == ["name", "image"]
+    assert props["name"]["maxLength"] == 63
+    assert props["name"]["pattern"] == api.DNS_LABEL_PATTERN
+    assert props["image"]["minLength"] == 1
+    for forbidden in ("securityContext", "privileged", "volumeMounts", "lifecycle"):
+        assert forbidden not in props
+    assert set(props) >= {
+        "name",
+        "image",
+        "command",
+        "args",
+        "workingDir",
+        "env",
+        "envFrom",
+        "ports",
+        "resources",
+        "readinessProbe",
+        "livenessProbe",
+        "startupProbe",
+        "imagePullPolicy",
+    }
+    assert props["imagePullPolicy"]["enum"] == ["Always", "IfNotPresent", "Never"]
+    assert props["command"]["maxItems"] == props["args"]["maxItems"] == 256
+
+
+def test_list_maps() -> None:
+    containers = spec_schema("Artifact")["properties"]["containers"]
+    assert (containers["minItems"], containers["maxItems"]) == (1, 16)
+    assert containers["x-kubernetes-list-type"] == "map"
+    assert containers["x-kubernetes-list-map-keys"] == ["name"]
+    props = container_schema()["properties"]
+    assert props["env"]["x-kubernetes-list-map-keys"] == ["name"]
+    assert props["env"]["maxItems"] == 256
+    assert props["ports"]["x-kubernetes-list-map-keys"] == ["containerPort", "protocol"]
+    assert props["ports"]["maxItems"] == 64
+    # Every key of a list-map must be required or defaulted.
+    for kind, path, node in all_nodes():
+        if node.get("x-kubernetes-list-type") == "map":
+            item = node["items"]
+            for key in node["x-kubernetes-list-map-keys"]:
+                assert key in item.get("required", []) or "default" in item["properties"][key], (
+                    f"{kind}{path}: list-map key {key} is neither required nor defaulted"
+                )
+    port = props["ports"]["items"]["properties"]
+    assert port["protocol"] == {
+        "description": port["protocol"]["description"],
+        "type": "string",
+        "enum": ["TCP", "UDP", "SCTP"],
+        "default": "TCP",
+    }
+    assert (port["containerPort"]["minimum"], port["containerPort"]["maximum"]) == (1, 65535)
+
+
+def test_int_or_string_fields() -> None:
+    props = container_schema()["properties"]
+    for which in ("requests", "limits"):
+        res = props["resources"]["properties"][which]
+        assert res["type"] == "object"
+        assert res["additionalProperties"]["x-kubernetes-int-or-string"] is True
+    probe = props["readinessProbe"]["properties"]
+    assert probe["httpGet"]["properties"]["port"]["x-kubernetes-int-or-string"] is True
+    assert probe["tcpSocket"]["properties"]["port"]["x-kubernetes-int-or-string"] is True
+    assert probe["grpc"]["properties"]["port"]["type"] == "integer"
+    assert set(probe) >= {
+        "httpGet",
+        "tcpSocket",
+        "exec",
+        "grpc",
+        "initialDelaySeconds",
+        "periodSeconds",
+        "timeoutSeconds",
+        "successThreshold",
+        "failureThreshold",
+        "terminationGracePeriodSeconds",
+    }
+    env_from = props["env"]["items"]["properties"]["valueFrom"]["properties"]
+    assert set(env_from) == {"secretKeyRef", "configMapKeyRef", "fieldRef", "resourceFieldRef"}
+
+
+def test_artifact_spec_schema() -> None:
+    spec = spec_schema("Artifact")
+    assert spec["required"] == ["containers"]
+    props = spec["properties"]
+    assert props["lifecycle"]["enum"] == ["Draft", "Registered"]
+    assert props["lifecycle"]["default"] == "Draft"
+    assert props["displayName"]["maxLength"] == 253
+    assert props["description"]["maxLength"] == 4096
+
+
+def test_artifact_cel_rules() -> None:
+    no_return, locked = spec_schema("Artifact")["x-kubernetes-validations"]
+    assert no_return["message"] == "spec.lifecycle: a Registered artifact cannot return to Draft"
+    assert no_return["fieldPath"] == ".lifecycle"
+    assert "oldSelf.lifecycle == 'Registered'" in no_return["rule"]
+    assert "has(oldSelf.lifecycle)" in no_return["rule"]
+    assert locked["message"] == (
+        "spec.containers: the artifact is Registered and its container spec is locked; "
+        "create a new Artifact instead"
+    )
+    assert locked["fieldPath"] == ".containers"
+    rule = locked["rule"]
+    assert rule.startswith("!(has(oldSelf.lifecycle) && oldSelf.lifecycle == 'Registered')")
+    for alias in api.ArtifactSpec.locked_aliases():  # every locked field is compared
+        assert f"self.{alias} == oldSelf.{alias}" in rule
+    # list-map equality ignores order in Kubernetes CEL: the key order is compared as well.
+    assert "self.containers.map(c, c.name) == oldSelf.containers.map(c, c.name)" in rule
+    assert "c.env.map(e, e.name)" in rule
+    assert "c.ports.map(p, p.containerPort)" in rule
+    assert "c.ports.map(p, p.protocol)" in rule
+    assert rule.count("(") == rule.count(")")
+    for unlocked in ("displayName", "description"):
+        assert unlocked not in rule
+
+
+def test_workload_schema() -> None:
+    spec = spec_schema("Workload")
+    assert spec["x-kubernetes-validations"] == [
+        {
+            "rule": "has(self.artifactRef) != has(self.artifact)",
+            "message": "spec: set exactly one of artifactRef or artifact",
+        },
+    ]
+    props = spec["properties"]
+    assert "required" not in spec
+    assert (props["replicas"]["default"], props["replicas"]["minimum"], props["replicas"]["maximum"]) == (
+        1,
+        0,
+        100,
+    )
+    assert props["state"]["enum"] == ["Running", "Stopped"]
+    assert props["state"]["default"] == "Running"
+    assert props["artifactRef"]["required"] == ["name"]
+    assert set(props["artifact"]["properties"]) == {"displayName", "description", "containers"}
+    assert props["artifact"]["required"] == ["containers"]
+    status = root("Workload")["properties"]["status"]["properties"]
+    assert status["state"]["enum"] == ["Pending", "Starting", "Running", "Stopped", "Failed"]
+    assert set(status["artifact"]["properties"]) == {"name", "lifecycle", "specDigest"}
+    assert set(status) >= {"observedGeneration", "conditions", "replicas", "readyReplicas", "restartedAt"}
+
+
+def test_deployment_schema() -> None:
+    spec = spec_schema("Deployment")
+    assert spec["x-kubernetes-validations"] == [
+        {"rule": "has(self.artifactRef) || has(self.workloadRef)", "message": api.DEPLOYMENT_REF_MESSAGE},
+    ]
+    props = spec["properties"]
+    assert props["importance"]["enum"] == ["Critical", "High", "Moderate", "Low"]
+    assert props["importance"]["default"] == "Moderate"
+    assert props["replicas"]["default"] == 1
+    pdb = props["podDisruptionBudget"]["properties"]["minAvailable"]
+    assert pdb["x-kubernetes-int-or-string"] is True
+    status = root("Deployment")["properties"]["status"]["properties"]
+    assert status["history"]["maxItems"] == 50
+    assert set(status["history"]["items"]["properties"]) == {
+        "time",
+        "actor",
+        "action",
+        "artifact",
+        "digest",
+        "message",
+    }
+    assert set(status["artifact"]["properties"]) == {"name", "specDigest"}
+
+
+def test_status_schemas() -> None:
+    for kind in CRDS:
+        status = root(kind)["properties"]["status"]
+        assert status["type"] == "object"
+        conditions = status["properties"]["conditions"]
+        assert conditions["x-kubernetes-list-type"] == "map"
+        assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+        item = conditions["items"]
+        assert item["required"] == ["type", "status"]
+        assert set(item["properties"]) == {
+            "type",
+            "status",
+            "reason",
+            "message",
+            "lastTransitionTime",
+            "observedGeneration",
+        }
+        assert item["properties"]["status"]["enum"] == ["True", "False", "Unknown"]
+        assert item["properties"]["lastTransitionTime"]["format"] == "date-time"
+        assert status["properties"]["observedGeneration"]["type"] == "integer"
+    artifact = root("Artifact")["properties"]["status"]["properties"]
+    assert set(artifact) >= {"lifecycle", "specDigest", "registeredAt", "registeredBy"}
+
+
+def test_only_noted_cel_rules() -> None:
+    for kind, path, node in all_nodes():
+        if "x-kubernetes-validations" in node:
+            assert path == ".spec", f"{kind}{path}"
+
+
+def columns(kind: str) -> dict[str, Schema]:
+    return {c["name"]: c for c in CRDS[kind]["spec"]["versions"][0]["additionalPrinterColumns"]}
+
+
+def test_printer_columns() -> None:
+    ready = '.status.conditions[?(@.type=="Ready")].status'
+    art = columns("Artifact")
+    assert art["Display"]["jsonPath"] == ".spec.displayName"
+    assert art["Lifecycle"]["jsonPath"] == ".spec.lifecycle"
+    assert (art["Digest"]["jsonPath"], art["Digest"]["priority"]) == (".status.specDigest", 1)
+    assert art["Ready"]["jsonPath"] == ready
+    wl = columns("Workload")
+    assert wl["Artifact"]["jsonPath"] == ".status.artifact.name"
+    assert wl["State"]["jsonPath"] == ".status.state"
+    assert wl["Ready"]["jsonPath"] == ready
+    assert wl["Replicas"]["jsonPath"] == ".spec.replicas"
+    assert wl["Ready-Replicas"]["jsonPath"] == ".status.readyReplicas"
+    dep = columns("Deployment")
+    assert dep["Artifact"]["jsonPath"] == ".spec.artifactRef.name"
+    assert dep["Importance"]["jsonPath"] == ".spec.importance"
+    assert dep["Ready"]["jsonPath"] == ready
+    assert dep["Digest"]["priority"] == 1
+    for kind in CRDS:
+        cols = columns(kind)
+        assert list(cols)[-1] == "Age"
+        assert cols["Age"] == {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+        for col in cols.values():
+            assert col["type"] in {"string", "integer", "date"}
