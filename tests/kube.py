@@ -73,7 +73,7 @@ class Kube:
 class Operator:
     """`kiln run` as a subprocess: started, stopped gracefully, or killed like a crash."""
 
-    WEBHOOK_CONFIG = "kiln.dev"
+    WEBHOOK_CONFIG = "kiln.dev"  # both the validating and the mutating configuration
 
     def __init__(self, kube: Kube, workdir: Path) -> None:
         self.kube = kube
@@ -105,6 +105,32 @@ class Operator:
 
         self.kube.wait(ready, what="the operator to start and serve its webhooks", timeout=60)
 
+    @property
+    def webhook_port(self) -> int:
+        m = re.search(r"webhooks served on https://127.0.0.1:(\d+)", self.log.read_text())
+        assert m, "the operator has not started its webhook server"
+        return int(m.group(1))
+
+    def review(self, hook: str, plural: str, operation: str, obj: dict[str, Any] | None,
+               old: dict[str, Any] | None, username: str = "alice") -> dict[str, Any]:
+        """POST an AdmissionReview to one of the operator's webhooks, over TLS checked against its CA."""
+        import ssl
+        import urllib.request
+
+        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "test", "kind": {"group": "kiln.dev", "version": "v1alpha1", "kind": plural[:-1].title()},
+            "resource": {"group": "kiln.dev", "version": "v1alpha1", "resource": plural},
+            "requestKind": {"group": "kiln.dev", "version": "v1alpha1", "kind": plural[:-1].title()},
+            "requestResource": {"group": "kiln.dev", "version": "v1alpha1", "resource": plural},
+            "name": (obj or old or {})["metadata"]["name"], "namespace": "default", "operation": operation,
+            "userInfo": {"username": username, "groups": ["system:authenticated"]},
+            "object": obj, "oldObject": old, "dryRun": False, "options": None}}
+        ctx = ssl.create_default_context(cafile=str(self.workdir / "webhook-certs" / "ca.crt"))
+        req = urllib.request.Request(f"https://127.0.0.1:{self.webhook_port}/{hook}", method="POST",
+                                     data=json.dumps(review).encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return dict(json.loads(r.read())["response"])
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -126,8 +152,10 @@ class Operator:
         """A webhook configuration left behind by a crashed run would slow or block the next."""
         from kubernetes.client.rest import ApiException
 
-        try:
-            self.kube.admission.delete_validating_webhook_configuration(self.WEBHOOK_CONFIG)
-        except ApiException as e:
-            if e.status != 404:
-                raise
+        for delete in (self.kube.admission.delete_validating_webhook_configuration,
+                       self.kube.admission.delete_mutating_webhook_configuration):
+            try:
+                delete(self.WEBHOOK_CONFIG)
+            except ApiException as e:
+                if e.status != 404:
+                    raise

@@ -29,10 +29,19 @@ def desired_status(body: Body) -> Body:
     n = len(spec.get("containers") or [])
     msg = (f"registered: {n} container(s) locked at {digest[:19]}" if registered
            else f"draft: {n} container(s), editable")
+    registration: Body = {}
+    if registered:
+        # Recorded by the admission webhook from the request's userInfo; frozen once observed.
+        ann = meta.get("annotations") or {}
+        registration = {
+            "registeredBy": old.get("registeredBy") or ann.get("kiln.dev/registered-by") or "unknown",
+            "registeredAt": old.get("registeredAt") or ann.get("kiln.dev/registered-at") or cond.now(),
+        }
     return {
         "observedGeneration": meta.get("generation"),
         "lifecycle": lifecycle,
         "specDigest": digest,
+        **registration,
         "conditions": cond.merge(old.get("conditions"), [
             cond.condition("Ready", True, "Registered" if registered else "Draft", msg, meta.get("generation")),
         ]),

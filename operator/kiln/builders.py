@@ -21,6 +21,7 @@ L_DIGEST = "kiln.dev/spec-digest"
 L_REVISION = "kiln.dev/revision"
 L_INDEX = "kiln.dev/index"
 A_DIGEST = "kiln.dev/spec-digest"
+A_DESIRED = "kiln.dev/desired-hash"
 
 Body = dict[str, Any]
 
@@ -37,6 +38,13 @@ POD_SECURITY: Body = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeD
 # The container fields an Artifact carries over to a pod; anything else is dropped.
 CONTAINER_FIELDS = ("name", "image", "imagePullPolicy", "command", "args", "workingDir", "env", "envFrom",
                     "ports", "resources", "readinessProbe", "livenessProbe", "startupProbe")
+
+
+def spec_hash(spec: Body) -> str:
+    """A short hash of a child's desired spec."""
+    import json
+
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def digest_label(digest: str) -> str:
@@ -150,3 +158,86 @@ def owner_reference(body: Body, kind: str) -> Body:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+# --- governed Deployments ---------------------------------------------------------------------
+
+# Fields the API server would default, set explicitly so that the live object can be compared with
+# the desired one: any key in the live pod spec or container that is not in the desired one was
+# added by hand.
+POD_DEFAULTS: Body = {"dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler",
+                      "terminationGracePeriodSeconds": 30}
+CONTAINER_DEFAULTS: Body = {"terminationMessagePath": "/dev/termination-log",
+                            "terminationMessagePolicy": "File"}
+
+
+def deployment_selector(name: str) -> dict[str, str]:
+    return {L_DEPLOYMENT: name}
+
+
+def apps_deployment(name: str, artifact: str, spec_containers: list[Body], digest: str, replicas: int,
+                    importance: str) -> Body:
+    """The apps/v1 Deployment that runs a governed Deployment's pinned, registered spec."""
+    pod = pod_spec(spec_containers)
+    pod.update(POD_DEFAULTS)
+    for c in pod["containers"]:
+        for k, v in CONTAINER_DEFAULTS.items():
+            c.setdefault(k, v)
+        c.setdefault("imagePullPolicy", "Always" if c["image"].endswith(":latest") or ":" not in
+                     c["image"].rsplit("/", 1)[-1] else "IfNotPresent")
+    labels = {**common_labels(artifact, name, "deployment"), **deployment_selector(name),
+              L_DIGEST: digest_label(digest), "kiln.dev/importance": importance}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels, "annotations": {A_DIGEST: digest}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": deployment_selector(name)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "revisionHistoryLimit": 5,
+            "progressDeadlineSeconds": 600,
+            "template": {"metadata": {"labels": labels, "annotations": {A_DIGEST: digest}}, "spec": pod},
+        },
+    }
+
+
+def pod_disruption_budget(name: str, artifact: str, min_available: int | str) -> Body:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "labels": {**common_labels(artifact, name, "deployment"),
+                                              **deployment_selector(name)}},
+        "spec": {"minAvailable": min_available, "selector": {"matchLabels": deployment_selector(name)}},
+    }
+
+
+def drift(desired: Any, live: Any) -> list[str]:
+    """Where the live object departs from the desired one: values changed, items added or removed,
+    and keys added to the pod spec or a container (the API server's defaults are in ``desired``)."""
+    out: list[str] = []
+    _drift(desired, live, "spec", out)
+    return out
+
+
+def _drift(desired: Any, live: Any, path: str, out: list[str]) -> None:
+    if isinstance(desired, dict) and isinstance(live, dict):
+        for k, v in desired.items():
+            _drift(v, live.get(k), f"{path}.{k}", out)
+        if path.endswith("template.spec") or (".containers[" in path and path.endswith("]")):
+            out.extend(f"{path}.{k} (added)" for k in live if k not in desired)
+    elif isinstance(desired, list) and isinstance(live, list) and len(desired) == len(live):
+        for i, (d, lv) in enumerate(zip(desired, live, strict=True)):
+            _drift(d, lv, f"{path}[{i}]", out)
+    elif desired != live and not (".resources." in path and _same_quantity(desired, live)):
+        out.append(path)
+
+
+def _same_quantity(a: Any, b: Any) -> bool:
+    """The API server normalises quantities ("0.1" is stored as "100m")."""
+    from kubernetes.utils import parse_quantity
+
+    try:
+        return bool(parse_quantity(a) == parse_quantity(b))
+    except (ValueError, TypeError):
+        return False

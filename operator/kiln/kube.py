@@ -89,3 +89,7 @@ def locked(*key: str) -> Iterator[None]:
 
 def admission_api() -> client.AdmissionregistrationV1Api:
     return client.AdmissionregistrationV1Api(api_client())
+
+
+def policy() -> client.PolicyV1Api:
+    return client.PolicyV1Api(api_client())

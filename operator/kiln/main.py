@@ -15,7 +15,7 @@ import trustme
 from kubernetes.client.rest import ApiException
 
 # Handlers register themselves with kopf on import.
-from kiln import admission, artifacts, kube, workloads  # noqa: F401
+from kiln import admission, artifacts, deployments, kube, workloads  # noqa: F401
 from kiln.cluster import free_port
 
 # kopf's own annotations. Not "kiln.dev": kopf leaves annotations under its prefix out of the diff it
@@ -46,9 +46,9 @@ class LocalWebhooks:
                                   certfile=str(self.certdir / "tls.crt"), pkeyfile=str(self.certdir / "tls.key"),
                                   cafile=str(self.certdir / "ca.crt"))
 
-    def configuration(self) -> dict[str, Any]:
+    def configurations(self) -> tuple[dict[str, Any], dict[str, Any]]:
         ca = base64.b64encode((self.certdir / "ca.crt").read_bytes()).decode()
-        return admission.webhook_configuration({"url": f"https://127.0.0.1:{self.port}", "caBundle": ca})
+        return admission.webhook_configurations({"url": f"https://127.0.0.1:{self.port}", "caBundle": ca})
 
 
 _local: LocalWebhooks | None = None
@@ -69,23 +69,29 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     if _local is not None:
         settings.admission.server = _local.server()
         settings.admission.managed = None
-        body = _local.configuration()
+        validating, mutating = _local.configurations()
         api = kube.admission_api()
-        try:
-            api.create_validating_webhook_configuration(body)
-        except ApiException as e:
-            if e.status != 409:
-                raise
-            api.replace_validating_webhook_configuration(admission.CONFIG_NAME, body)
+        for body, create, replace in (
+                (validating, api.create_validating_webhook_configuration,
+                 api.replace_validating_webhook_configuration),
+                (mutating, api.create_mutating_webhook_configuration, api.replace_mutating_webhook_configuration)):
+            try:
+                create(body)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                replace(admission.CONFIG_NAME, body)
         logger.info(f"webhooks served on https://127.0.0.1:{_local.port}, registered as "
-                    f"validatingwebhookconfiguration/{admission.CONFIG_NAME}")
+                    f"validating/mutatingwebhookconfiguration {admission.CONFIG_NAME}")
 
 
 @kopf.on.cleanup()
 def remove_local_webhooks(logger: logging.Logger, **_: Any) -> None:
     if _local is not None:
-        kube.ignore(404)(kube.admission_api().delete_validating_webhook_configuration)(admission.CONFIG_NAME)
-        logger.info(f"removed validatingwebhookconfiguration/{admission.CONFIG_NAME}")
+        api = kube.admission_api()
+        kube.ignore(404)(api.delete_validating_webhook_configuration)(admission.CONFIG_NAME)
+        kube.ignore(404)(api.delete_mutating_webhook_configuration)(admission.CONFIG_NAME)
+        logger.info(f"removed validating/mutatingwebhookconfiguration {admission.CONFIG_NAME}")
 
 
 def run(namespaces: list[str], webhook_port: int = 0, dev_webhooks: bool = True,
