@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+kc() { kubectl --kubeconfig="$KUBECONFIG" "$@"; }   # quiet, for captured output
 k() { echo "\$ kubectl $*" | sed "s|--kubeconfig=[^ ]* ||"; kubectl --kubeconfig="$KUBECONFIG" "$@"; }
 
 say "Local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok node) on 127.0.0.1"
@@ -18,8 +19,7 @@ k apply --server-side -f crds/
 k wait --for=condition=Established crd/artifacts.kiln.dev crd/workloads.kiln.dev crd/deployments.kiln.dev
 
 NS=kiln-demo
-k create namespace "$NS" --dry-run=client -o yaml | k apply -f - >/dev/null
-k delete workloads.kiln.dev,artifacts.kiln.dev --all -n "$NS" --wait=true >/dev/null
+kc delete namespace "$NS" --ignore-not-found --wait=true >/dev/null   # a fresh start on every run
 
 say "The operator (kiln run), logging to $(kiln cluster status --json | python3 -c 'import json,sys;print(json.load(sys.stdin)["stateDir"])')/logs/operator.log"
 logdir="$(dirname "$KUBECONFIG")/logs"
@@ -27,12 +27,14 @@ kiln run >"$logdir/operator.log" 2>&1 &
 operator=$!
 cleanup() { kill "$operator" 2>/dev/null && wait "$operator" 2>/dev/null || true; }
 trap cleanup EXIT
-until k get validatingwebhookconfiguration kiln.dev >/dev/null 2>&1; do
+until kc get validatingwebhookconfiguration kiln.dev >/dev/null 2>&1; do
   kill -0 "$operator" || { tail -30 "$logdir/operator.log"; exit 1; }; sleep 0.5; done
 echo "operator running (pid $operator), webhooks registered"
+k create namespace "$NS"
+until kc get serviceaccount default -n "$NS" >/dev/null 2>&1; do sleep 0.2; done
 
 wait_for() {  # wait_for <resource> <jsonpath> <value>
-  k wait -n "$NS" --for=jsonpath="$2"="$3" "$1" --timeout=60s >/dev/null
+  kc wait -n "$NS" --for=jsonpath="$2"="$3" "$1" --timeout=60s >/dev/null
 }
 pods() { k get pods -n "$NS" -L kiln.dev/spec-digest -L kiln.dev/revision; }
 
@@ -43,15 +45,15 @@ k get kiln -n "$NS"
 pods
 
 say "Step 2a: patch the artifact's description (metadata: restarts nothing)"
-before=$(k get pods -n "$NS" -o name)
+before=$(kc get pods -n "$NS" -o name)
 k patch artifact.kiln.dev my-app -n "$NS" --type merge -p '{"spec":{"description":"v2"}}'
-wait_for artifact.kiln.dev/my-app '{.status.observedGeneration}' "$(k get artifact.kiln.dev my-app -n "$NS" -o jsonpath='{.metadata.generation}')"
-[ "$before" = "$(k get pods -n "$NS" -o name)" ] && echo "same pods: nothing restarted"
+wait_for artifact.kiln.dev/my-app '{.status.observedGeneration}' "$(kc get artifact.kiln.dev my-app -n "$NS" -o jsonpath='{.metadata.generation}')"
+[ "$before" = "$(kc get pods -n "$NS" -o name)" ] && echo "same pods: nothing restarted"
 
 say "Step 2b: replace the artifact (new image and probes: the workload restarts onto it)"
 k replace -n "$NS" -f examples/02b-artifact-my-app.yaml
-digest=$(k get artifact.kiln.dev my-app -n "$NS" -o jsonpath='{.status.specDigest}')
-until [ "$(k get workload.kiln.dev my-app -n "$NS" -o jsonpath='{.status.artifact.specDigest}')" = "$digest" ]; do sleep 0.5; done
+digest=$(kc get artifact.kiln.dev my-app -n "$NS" -o jsonpath='{.status.specDigest}')
+until [ "$(kc get workload.kiln.dev my-app -n "$NS" -o jsonpath='{.status.artifact.specDigest}')" = "$digest" ]; do sleep 0.5; done
 wait_for workload.kiln.dev/my-app '{.status.state}' Running
 k get artifacts.kiln.dev -n "$NS" -o wide
 pods
@@ -64,11 +66,28 @@ k patch workload.kiln.dev my-app -n "$NS" --type merge -p '{"spec":{"state":"Run
 wait_for workload.kiln.dev/my-app '{.status.state}' Running
 pods
 
+say "Step 3: register the artifact: its spec is locked (digest, who and when are recorded)"
+k patch artifact.kiln.dev my-app -n "$NS" --type merge -p '{"spec":{"lifecycle":"Registered"}}'
+wait_for artifact.kiln.dev/my-app '{.status.lifecycle}' Registered
+k get artifact.kiln.dev my-app -n "$NS" \
+  -o custom-columns=NAME:.metadata.name,LIFECYCLE:.status.lifecycle,DIGEST:.status.specDigest,BY:.status.registeredBy,AT:.status.registeredAt
+echo "\$ kubectl replace -f examples/03-artifact-my-app-v3.yaml   # must be rejected"
+if kubectl --kubeconfig="$KUBECONFIG" replace -n "$NS" -f examples/03-artifact-my-app-v3.yaml; then
+  echo "ERROR: a registered artifact was changed"; exit 1
+fi
+pods
+
+say "Step 4: promote the workload to a governed Deployment"
+k apply -n "$NS" -f examples/04-deployment.yaml
+wait_for deployment.kiln.dev/my-app '{.status.conditions[?(@.type=="Ready")].status}' True
+k get deployments.kiln.dev,deployments.apps,services,poddisruptionbudgets -n "$NS"
+k get deployment.kiln.dev my-app -n "$NS" -o jsonpath='{range .status.history[*]}{.time}  {.action}  by {.actor}: {.artifact} {.digest}{"\n"}{end}'
+
 say "Summary"
 k get kiln -n "$NS"
 echo
-k get events -n "$NS" --field-selector involvedObject.kind=Workload \
-  --sort-by=.lastTimestamp -o custom-columns=REASON:.reason,MESSAGE:.message
+k get events -n "$NS" --field-selector involvedObject.apiVersion=kiln.dev/v1alpha1 \
+  --sort-by=.lastTimestamp -o custom-columns=KIND:.involvedObject.kind,REASON:.reason,MESSAGE:.message
 cat <<EOT
 
 The cluster keeps running:  export KUBECONFIG=$KUBECONFIG

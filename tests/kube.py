@@ -75,9 +75,11 @@ class Operator:
 
     WEBHOOK_CONFIG = "kiln.dev"  # both the validating and the mutating configuration
 
-    def __init__(self, kube: Kube, workdir: Path) -> None:
+    def __init__(self, kube: Kube, workdir: Path, kubeconfig: Path | None = None, args: tuple[str, ...] = ()) -> None:
         self.kube = kube
         self.workdir = workdir
+        self.kubeconfig = kubeconfig or kube.kubeconfig  # the operator's own credentials
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
 
@@ -89,10 +91,10 @@ class Operator:
         import sys
 
         self.runs += 1
-        env = {**os.environ, "KUBECONFIG": str(self.kube.kubeconfig), "KILN_OPERATOR_DIR": str(self.workdir)}
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KILN_OPERATOR_DIR": str(self.workdir)}
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "kiln.cli", "run"], env=env, stdout=out,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([sys.executable, "-m", "kiln.cli", "run", *self.args], env=env,
+                                         stdout=out, stderr=subprocess.STDOUT)
         started = self.log
 
         def ready() -> bool:

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import kopf
+import pydantic
 
 from kiln import builders as b
 from kiln import conditions as cond
@@ -24,8 +25,14 @@ def desired_status(body: Body) -> Body:
     lifecycle = spec.get("lifecycle", "Draft")
     registered = lifecycle == "Registered"
     # Frozen at registration: the locked spec cannot change afterwards (CEL + webhook).
-    digest = old["specDigest"] if registered and old.get("lifecycle") == "Registered" and old.get("specDigest") \
-        else spec_digest(spec)
+    try:
+        digest = old["specDigest"] if registered and old.get("lifecycle") == "Registered" \
+            and old.get("specDigest") else spec_digest(spec)
+    except pydantic.ValidationError as e:
+        problems = "; ".join(f"spec.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        return {"observedGeneration": meta.get("generation"), "lifecycle": lifecycle,
+                "conditions": cond.merge(old.get("conditions"), [cond.condition(
+                    "Ready", False, "InvalidSpec", problems, meta.get("generation"))])}
     n = len(spec.get("containers") or [])
     msg = (f"registered: {n} container(s) locked at {digest[:19]}" if registered
            else f"draft: {n} container(s), editable")

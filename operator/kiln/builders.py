@@ -91,6 +91,12 @@ def common_labels(artifact: str, instance: str, component: str) -> dict[str, str
     }
 
 
+def workload_service_name(workload: str) -> str:
+    """Development Services carry a suffix: the production Service of a Deployment promoted from
+    the Workload takes the plain name."""
+    return f"{workload[:59]}-dev"
+
+
 def workload_selector(workload: str) -> dict[str, str]:
     return {L_WORKLOAD: workload}
 

@@ -43,7 +43,8 @@ def _run(args: argparse.Namespace) -> int:
     from kiln import main as operator_main
 
     return operator_main.run(namespaces=args.namespace, webhook_port=args.webhook_port,
-                             dev_webhooks=not args.no_webhooks, liveness=args.liveness)
+                             webhooks=not args.no_webhooks, register_webhooks=not args.no_register_webhooks,
+                             webhook_cert_dir=args.webhook_cert_dir, liveness=args.liveness)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,8 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("-n", "--namespace", action="append", default=[],
                    help="watch only this namespace (repeatable); default: all namespaces")
     r.add_argument("--webhook-port", type=int, default=0,
-                   help="port of the local TLS webhook server on 127.0.0.1 (default: a free one)")
+                   help="port of the TLS webhook server (default: a free one on 127.0.0.1; 9443 in a cluster)")
     r.add_argument("--no-webhooks", action="store_true", help="serve no admission webhooks")
+    r.add_argument("--no-register-webhooks", action="store_true",
+                   help="serve the local webhooks but leave their configurations to someone else")
+    r.add_argument("--webhook-cert-dir", default=None,
+                   help="in a cluster: serve the webhooks on 0.0.0.0 (port 9443 unless --webhook-port) "
+                        "with DIR/tls.crt and DIR/tls.key; the Helm chart owns the configurations")
     r.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     r.set_defaults(func=_run)
 

@@ -83,7 +83,10 @@ def reconcile(namespace: str, name: str, logger: logging.Logger) -> None:
         dep = kube.get_kiln("deployments", namespace, name)
         if dep is None or dep["metadata"].get("deletionTimestamp"):
             return
-        _reconcile(dep, logger)
+        try:
+            _reconcile(dep, logger)
+        except kube.ChildConflict as e:
+            _blocked(dep, "NameConflict", str(e))
 
 
 def _blocked(dep: Body, reason: str, msg: str) -> None:
@@ -171,7 +174,7 @@ def _ensure_apps_deployment(dep: Body, desired: Body, logger: logging.Logger) ->
                 raise kopf.TemporaryError("apps/v1 Deployment appeared meanwhile", delay=1) from e2
             raise
     if not any(r.get("uid") == dep["metadata"]["uid"] for r in live["metadata"].get("ownerReferences") or []):
-        raise kopf.PermanentError(f"apps/v1 Deployment {name} exists and is not owned by this Deployment")
+        raise kube.ChildConflict(f"apps/v1 Deployment {name} exists and is not owned by this Deployment")
     had = (live["metadata"].get("annotations") or {}).get(b.A_DESIRED)
     changed = b.drift(desired["spec"], live["spec"])
     if had == want and not changed:
@@ -205,7 +208,7 @@ def _ensure_child(dep: Body, desired: Body | None, read: Any, create: Any, patch
     if live is None:
         kube.ignore(409)(create)(ns, desired)
     elif not owned:
-        raise kopf.PermanentError(f"{kind} {name} exists and is not owned by this Deployment")
+        raise kube.ChildConflict(f"{kind} {name} exists and is not owned by this Deployment")
     elif b.drift(desired["spec"], kube.api_client().sanitize_for_serialization(live)["spec"]):
         patch(name, ns, {"spec": desired["spec"]})
 

@@ -39,6 +39,11 @@ def custom() -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api_client())
 
 
+class ChildConflict(Exception):
+    """A child object's name is taken by an object this owner does not own: reported in a
+    condition, never overwritten."""
+
+
 def get_kiln(plural: str, namespace: str, name: str) -> Body | None:
     """A kiln.dev object as a dict, or None when it does not exist."""
     try:

@@ -25,12 +25,17 @@ log = logging.getLogger("kiln")
 
 
 @dataclass
-class LocalWebhooks:
-    """Development mode: serve the webhooks on 127.0.0.1 with a certificate made at start-up, and
-    register them with the API server by URL (the Helm chart uses a Service instead)."""
+class Webhooks:
+    """Where and how the admission webhooks are served.
+
+    Development (``kiln run``): on 127.0.0.1 with a certificate made at start-up, registered with the
+    API server by URL. In a cluster (``--webhook-cert-dir``, the Helm chart): on all interfaces of the
+    pod with the mounted certificate; the chart owns the webhook configurations."""
 
     port: int
     certdir: Path
+    addr: str = "127.0.0.1"
+    register: bool = True
 
     def make_certificates(self) -> None:
         self.certdir.mkdir(parents=True, exist_ok=True)
@@ -42,16 +47,17 @@ class LocalWebhooks:
         (self.certdir / "tls.key").chmod(0o600)
 
     def server(self) -> kopf.WebhookServer:
-        return kopf.WebhookServer(addr="127.0.0.1", port=self.port, host="127.0.0.1",
+        ca = self.certdir / "ca.crt"
+        return kopf.WebhookServer(addr=self.addr, port=self.port, host="127.0.0.1",
                                   certfile=str(self.certdir / "tls.crt"), pkeyfile=str(self.certdir / "tls.key"),
-                                  cafile=str(self.certdir / "ca.crt"))
+                                  cafile=str(ca) if ca.exists() else None)
 
     def configurations(self) -> tuple[dict[str, Any], dict[str, Any]]:
         ca = base64.b64encode((self.certdir / "ca.crt").read_bytes()).decode()
         return admission.webhook_configurations({"url": f"https://127.0.0.1:{self.port}", "caBundle": ca})
 
 
-_local: LocalWebhooks | None = None
+_webhooks: Webhooks | None = None
 
 
 @kopf.on.startup()
@@ -66,10 +72,13 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     settings.watching.connect_timeout = 30
     settings.execution.max_workers = int(os.environ.get("KILN_WORKERS", "20"))
     settings.networking.request_timeout = 60
-    if _local is not None:
-        settings.admission.server = _local.server()
-        settings.admission.managed = None
-        validating, mutating = _local.configurations()
+    if _webhooks is None:
+        return
+    settings.admission.server = _webhooks.server()
+    settings.admission.managed = None
+    logger.info(f"webhooks served on https://{_webhooks.addr}:{_webhooks.port}")
+    if _webhooks.register:
+        validating, mutating = _webhooks.configurations()
         api = kube.admission_api()
         for body, create, replace in (
                 (validating, api.create_validating_webhook_configuration,
@@ -81,29 +90,32 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
                 if e.status != 409:
                     raise
                 replace(admission.CONFIG_NAME, body)
-        logger.info(f"webhooks served on https://127.0.0.1:{_local.port}, registered as "
-                    f"validating/mutatingwebhookconfiguration {admission.CONFIG_NAME}")
+        logger.info(f"registered validating/mutatingwebhookconfiguration {admission.CONFIG_NAME}")
 
 
 @kopf.on.cleanup()
 def remove_local_webhooks(logger: logging.Logger, **_: Any) -> None:
-    if _local is not None:
+    if _webhooks is not None and _webhooks.register:
         api = kube.admission_api()
         kube.ignore(404)(api.delete_validating_webhook_configuration)(admission.CONFIG_NAME)
         kube.ignore(404)(api.delete_mutating_webhook_configuration)(admission.CONFIG_NAME)
         logger.info(f"removed validating/mutatingwebhookconfiguration {admission.CONFIG_NAME}")
 
 
-def run(namespaces: list[str], webhook_port: int = 0, dev_webhooks: bool = True,
-        liveness: str | None = None) -> int:
+def run(namespaces: list[str], webhook_port: int = 0, webhooks: bool = True, register_webhooks: bool = True,
+        webhook_cert_dir: str | None = None, liveness: str | None = None) -> int:
     """Run the operator until interrupted, against the current kubeconfig (or in-cluster config)."""
-    global _local
+    global _webhooks
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if dev_webhooks:
+    if webhooks and webhook_cert_dir:
+        _webhooks = Webhooks(port=webhook_port or 9443, certdir=Path(webhook_cert_dir), addr="0.0.0.0",
+                             register=False)
+    elif webhooks:
         state = Path(os.environ.get("KILN_OPERATOR_DIR")
                      or Path.home() / ".local" / "state" / "kiln" / "operator")
-        _local = LocalWebhooks(port=webhook_port or free_port(), certdir=state / "webhook-certs")
-        _local.make_certificates()
+        _webhooks = Webhooks(port=webhook_port or free_port(), certdir=state / "webhook-certs",
+                             register=register_webhooks)
+        _webhooks.make_certificates()
     asyncio.run(kopf.operator(
         standalone=True,
         namespaces=namespaces,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
+import pydantic
 from kubernetes.client.rest import ApiException
 
 from kiln import builders as b
@@ -114,7 +115,16 @@ def _reconcile(workload: Body, observed: Observed, logger: logging.Logger) -> No
         return
 
     containers = artifact["spec"]["containers"]
-    digest = spec_digest(artifact["spec"])
+    try:
+        digest = spec_digest(artifact["spec"])
+    except pydantic.ValidationError as e:
+        msg = f"Artifact {art_name} is invalid: {e.errors()[0]['msg']}"
+        _write_status(workload, {**(workload.get("status") or {})}, [
+            cond.condition("Ready", False, "InvalidArtifact", msg, gen),
+            cond.condition("Available", bool(observed.pods), "InvalidArtifact", msg, gen),
+            cond.condition("Progressing", False, "InvalidArtifact", msg, gen),
+        ])
+        return
     restarted_at = (meta.get("annotations") or {}).get(b.RESTARTED_AT)
     rev = b.revision(digest, restarted_at)
     running = spec.get("state", "Running") != "Stopped"
@@ -157,7 +167,12 @@ def _reconcile(workload: Body, observed: Observed, logger: logging.Logger) -> No
     elif created and running and status.get("state") == "Stopped":
         kopf.info(workload, reason="Started", message=f"started {created} pod(s)")
 
-    _ensure_service(workload, art_name, containers if running else [])
+    try:
+        _ensure_service(workload, art_name, containers if running else [])
+        conflict = None
+    except kube.ChildConflict as e:
+        conflict = str(e)
+        kopf.warn(workload, reason="NameConflict", message=conflict)
 
     ready = sum(1 for p in current.values() if p["ready"] and p not in failed)
     if not running:
@@ -169,6 +184,8 @@ def _reconcile(workload: Body, observed: Observed, logger: logging.Logger) -> No
         state, ok, reason, msg = "Starting", False, "PodsNotReady", f"{ready}/{replicas} pods ready"
     else:
         state, ok, reason, msg = "Pending", False, "PodsCreating", f"creating {replicas} pod(s)"
+    if conflict:
+        ok, reason, msg = False, "NameConflict", conflict
     done = ok and not stale and len(current) == replicas
     _write_status(workload, {
         "state": state, "replicas": replicas, "readyReplicas": ready,
@@ -193,27 +210,28 @@ def _delete_pods(namespace: str, pods: list[Body], grace: int | None) -> None:
 def _ensure_service(workload: Body, art_name: str, containers: list[Body]) -> None:
     meta = workload["metadata"]
     ns, name = meta["namespace"], meta["name"]
-    desired = b.service(name, art_name, "workload", b.workload_selector(name), containers)
+    svc_name = b.workload_service_name(name)
+    desired = b.service(svc_name, art_name, "workload", b.workload_selector(name), containers)
     try:
-        existing = kube.core().read_namespaced_service(name, ns)
+        existing = kube.core().read_namespaced_service(svc_name, ns)
     except ApiException as e:
         if e.status != 404:
             raise
         existing = None
     if desired is None:
         if existing is not None and _owned_by(existing.metadata.owner_references, meta["uid"]):
-            kube.ignore(404)(kube.core().delete_namespaced_service)(name, ns)
+            kube.ignore(404)(kube.core().delete_namespaced_service)(svc_name, ns)
         return
     desired["metadata"]["ownerReferences"] = [b.owner_reference(workload, "Workload")]
     if existing is None:
         kube.ignore(409)(kube.core().create_namespaced_service)(ns, desired)
     elif not _owned_by(existing.metadata.owner_references, meta["uid"]):
-        raise kopf.PermanentError(f"Service {name} exists and is not owned by this Workload")
+        raise kube.ChildConflict(f"Service {svc_name} exists and is not owned by this Workload")
     else:
         have = kube.api_client().sanitize_for_serialization(existing)
         if [_port(p) for p in have["spec"].get("ports", [])] != [_port(p) for p in desired["spec"]["ports"]] \
                 or have["spec"].get("selector") != desired["spec"]["selector"]:
-            kube.core().patch_namespaced_service(name, ns, {"spec": desired["spec"]})
+            kube.core().patch_namespaced_service(svc_name, ns, {"spec": desired["spec"]})
 
 
 def _port(p: Body) -> tuple[Any, ...]:

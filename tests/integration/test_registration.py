@@ -9,7 +9,16 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from tests.integration.test_workloads import (
-    G, V, artifact, container, create, get, patch, pod_names, wait_running, workload,
+    G,
+    V,
+    artifact,
+    container,
+    create,
+    get,
+    patch,
+    pod_names,
+    wait_running,
+    workload,
 )
 from tests.kube import Kube, Operator
 

@@ -117,7 +117,7 @@ def test_inline_artifact_creates_draft_and_runs_pods(kube: Kube, operator: Opera
         sc = p.spec.containers[0].security_context
         assert sc.allow_privilege_escalation is False and sc.capabilities.drop == ["ALL"]
 
-    svc = kube.core.read_namespaced_service("my-app", namespace)
+    svc = kube.core.read_namespaced_service("my-app-dev", namespace)
     assert svc.spec.type == "ClusterIP"
     assert svc.spec.selector == {"kiln.dev/workload": "my-app"}
     assert [(p.name, p.port) for p in svc.spec.ports] == [("http", 8080)]
@@ -129,7 +129,7 @@ def test_inline_artifact_creates_draft_and_runs_pods(kube: Kube, operator: Opera
 def test_no_service_without_ports(kube: Kube, operator: Operator, namespace: str) -> None:
     create(kube, namespace, workload("quiet", inline=[container(port=None)]))
     wait_running(kube, namespace, "quiet")
-    assert not kube.exists(kube.core.read_namespaced_service, "quiet", namespace)
+    assert not kube.exists(kube.core.read_namespaced_service, "quiet-dev", namespace)
 
 
 def test_replicas_scale_up_and_down(kube: Kube, operator: Operator, namespace: str) -> None:
