@@ -35,13 +35,35 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # Messages shared by the CRD CEL rules and the models
 # --------------------------------------------------------------------------------------------------
 
-ARTIFACT_NO_RETURN_MESSAGE = "spec.lifecycle: a Registered artifact cannot return to Draft"
-ARTIFACT_LOCKED_MESSAGE = (
-    "spec.containers: the artifact is Registered and its container spec is locked; "
-    "create a new Artifact instead"
+ARTIFACT_NO_RETURN_MESSAGE = (
+    "spec.lifecycle: the Artifact is Registered and cannot return to Draft; "
+    "create a new Artifact to iterate on"
+)
+# Once an Artifact is Registered, one CEL rule per locked field (or group of fields) rejects a
+# change with the field's path in place of {field} (e.g. spec.containers[0].image; the messageExpression
+# names the changed containers by index, the static message says spec.containers[].image).
+ARTIFACT_LOCKED_MESSAGE = "{field} is locked: the Artifact is Registered; create a new Artifact to change it"
+ARTIFACT_LOCKED_MESSAGE_MANY = (
+    "{fields} are locked: the Artifact is Registered; create a new Artifact to change them"
+)
+# Containers added, removed, renamed or reordered (the messageExpression appends the old and new names).
+ARTIFACT_CONTAINERS_LOCKED_MESSAGE = (
+    "spec.containers is locked: the Artifact is Registered; "
+    "create a new Artifact to add, remove, rename or reorder containers"
 )
 WORKLOAD_ARTIFACT_MESSAGE = "spec: set exactly one of artifactRef or artifact"
+# The inline artifact is a creation shortcut (the messageExpression names the Artifact).
+WORKLOAD_INLINE_ARTIFACT_MESSAGE = (
+    "spec.artifact is a creation shortcut and cannot change: "
+    "edit the Artifact named after this Workload instead"
+)
 DEPLOYMENT_REF_MESSAGE = "spec: set artifactRef or workloadRef"
+# Workload and Deployment names become label values (kiln.dev/workload, kiln.dev/deployment).
+MAX_NAME_LENGTH = 63
+NAME_LENGTH_MESSAGE = (
+    "metadata.name must be at most 63 characters: Kiln labels the pods with it "
+    "and label values are limited to 63 characters"
+)
 
 # --------------------------------------------------------------------------------------------------
 # Shared building blocks
@@ -654,6 +676,7 @@ class HistoryEntry(KilnModel):
     digest: Annotated[str, StringConstraints(max_length=128)] | None = Field(
         None, description="Its spec digest."
     )
+    replicas: int | None = Field(None, ge=0, description="The replicas deployed after the action.")
     message: ShortText | None = Field(None, description="Human-readable details.")
 
 

@@ -119,40 +119,221 @@ def model_schema(model: type[BaseModel]) -> Schema:
 
 _WAS_REGISTERED = "has(oldSelf.lifecycle) && oldSelf.lifecycle == 'Registered'"
 
+# Container fields with a rule (and message) of their own once an Artifact is Registered; a group
+# shares one rule. Every other container field (imagePullPolicy, envFrom, any field added later)
+# and every other locked spec field is covered by one backstop rule, which checks only those, so
+# that changing one field shows exactly one message, naming it.
+CONTAINER_LOCKS: tuple[tuple[str, ...], ...] = (
+    ("image",),
+    ("command",),
+    ("args",),
+    ("env",),
+    ("ports",),
+    ("resources",),
+    ("readinessProbe", "livenessProbe", "startupProbe"),
+    ("workingDir",),
+)
 
-def _same(expr: str) -> str:
-    """CEL: ``expr`` (relative to self/oldSelf, written with ``X``) is unchanged."""
-    return f"{expr.replace('X', 'self')} == {expr.replace('X', 'oldSelf')}"
+
+def _cel_str(text: str) -> str:
+    """A CEL string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def artifact_locked_rule() -> str:
-    """CEL transition rule: once Registered, every locked spec field keeps its old value.
+def _cel_list(items: Sequence[str]) -> str:
+    """A CEL list literal of strings."""
+    return "[" + ", ".join(_cel_str(i) for i in items) + "]"
 
-    List equality in Kubernetes CEL ignores the order of ``x-kubernetes-list-type: map`` lists, but
-    order matters here (the first container is the primary one, env entries may reference earlier
-    ones, and the spec digest is order-sensitive), so the key order of those lists is compared too.
+
+def _suffix(template: str, placeholder: str) -> str:
+    head, found, tail = template.partition(placeholder)
+    if head or not found:
+        raise ValueError(f"message template must start with {placeholder}: {template!r}")
+    return tail
+
+
+def _unchanged(field: str, schema: Schema, required: bool, new: str, old: str) -> str:
+    """CEL: ``new.field`` equals ``old.field`` (both unset counts as equal).
+
+    Equality of ``x-kubernetes-list-type: map`` lists ignores their order in Kubernetes CEL, but the
+    order matters here (env entries may reference earlier ones, the spec digest is order-sensitive),
+    so the keys are compared in order as well (as lists: string concatenation of enum keys, which
+    have no maxLength, would blow the estimated cost).
     """
-    clauses: list[str] = []
-    spec_fields = api.ArtifactSpec.model_fields
-    for name in api.ArtifactSpec.locked_fields():
-        alias = spec_fields[name].alias or name
-        if spec_fields[name].is_required():
-            clauses.append(_same(f"X.{alias}"))
-        else:
-            clauses.append(
-                f"has(self.{alias}) == has(oldSelf.{alias}) && "
-                f"(!has(self.{alias}) || self.{alias} == oldSelf.{alias})"
-            )
-    clauses += [
-        _same("X.containers.map(c, c.name)"),
-        _same("X.containers.map(c, has(c.env) ? c.env.map(e, e.name) : [])"),
-        # (containerPort, protocol) pairs in order; no string concatenation, which would blow
-        # the estimated cost (enum strings have no maxLength for the cost estimator).
-        _same("X.containers.map(c, has(c.ports) ? c.ports.map(p, p.containerPort) : [])"),
-        _same("X.containers.map(c, has(c.ports) ? c.ports.map(p, p.protocol) : [])"),
-    ]
-    body = "\n  && ".join(clauses)
-    return f"!({_WAS_REGISTERED})\n|| (\n  {body}\n)\n"
+    a, b = f"{new}.{field}", f"{old}.{field}"
+    same = f"{a} == {b}"
+    if schema.get("x-kubernetes-list-type") == "map":
+        same += "".join(f" && {a}.map(x, x.{k}) == {b}.map(x, x.{k})" for k in schema["x-kubernetes-list-map-keys"])
+    if required:
+        return same
+    if " && " in same:
+        same = f"({same})"
+    return f"has({a}) == has({b}) && (!has({a}) || {same})"
+
+
+def _container_schema() -> Schema:
+    return model_schema(api.Container)
+
+
+def _spec_schema() -> Schema:
+    return model_schema(api.ArtifactSpec)
+
+
+def backstop_container_fields() -> list[str]:
+    """Container fields not covered by a rule of their own (:data:`CONTAINER_LOCKS`), in schema order."""
+    covered = {"name", *(f for group in CONTAINER_LOCKS for f in group)}
+    return [f for f in _container_schema()["properties"] if f not in covered]
+
+
+def backstop_spec_fields() -> list[str]:
+    """Locked spec fields other than containers (none today), by wire name."""
+    return [alias for alias in api.ArtifactSpec.locked_aliases() if alias != "containers"]
+
+
+def _container_field_unchanged(field: str, new: str, old: str) -> str:
+    schema = _container_schema()
+    return _unchanged(field, schema["properties"][field], field in schema.get("required", []), new, old)
+
+
+def _spec_field_unchanged(field: str) -> str:
+    schema = _spec_schema()
+    return _unchanged(field, schema["properties"][field], field in schema.get("required", []), "self", "oldSelf")
+
+
+def _containers_unchanged(fields: Sequence[str]) -> str:
+    """CEL: every container keeps ``fields``, paired with the old container of the same name (added,
+    removed, renamed and reordered containers are the containers rule's business)."""
+    same = "\n      && ".join(_container_field_unchanged(f, "c", "o") for f in fields)
+    return f"self.containers.all(c, oldSelf.containers.all(o,\n    o.name != c.name || (\n      {same}\n    )\n  ))"
+
+
+# The estimated cost of a messageExpression must stay bounded, which rules out join() and indexOf()
+# on computed lists, string(int), and binding a computed list of strings (the size of its elements
+# is lost). So the message is built from literals: the changed fields are listed as int codes
+# (slot * MAX_CONTAINERS + container index), bound once with [codes].map(p, ...), and turned into
+# paths by indexing literal lists of strings.
+_SHOWN_PATHS = 3
+_RANGE = "[" + ", ".join(str(i) for i in range(api.MAX_CONTAINERS)) + "]"
+_INDEXES = _cel_list([str(i) for i in range(api.MAX_CONTAINERS)])
+
+
+def _changed_container_codes(field: str, slot: int) -> str:
+    """CEL: the codes of the containers (by index in self) whose ``field`` changed."""
+    c = "self.containers[i]"
+    same = _container_field_unchanged(field, c, "o")
+    codes = (
+        f"{_RANGE}.filter(i, i < size(self.containers)\n"
+        f"      && oldSelf.containers.exists(o, o.name == {c}.name && !({same})))"
+    )
+    return codes + (f".map(i, {slot * api.MAX_CONTAINERS} + i)" if slot else "")
+
+
+def _path_of_code(code: str, container_fields: Sequence[str], spec_fields: Sequence[str]) -> str:
+    """CEL: the path a code stands for."""
+    n = len(container_fields) * api.MAX_CONTAINERS
+    if len(container_fields) == 1:
+        container = f"'spec.containers[' + {_INDEXES}[{code}] + '].{container_fields[0]}'"
+    else:
+        container = (
+            f"'spec.containers[' + {_INDEXES}[{code} % {api.MAX_CONTAINERS}] + '].' "
+            f"+ {_cel_list(container_fields)}[{code} / {api.MAX_CONTAINERS}]"
+        )
+    if not spec_fields:
+        return container
+    spec = f"'spec.' + {_cel_list(spec_fields)}[{code} - {n}]"
+    return spec if not container_fields else f"({code} < {n} ? {container} : {spec})"
+
+
+def _locked_message_expression(container_fields: Sequence[str], spec_fields: Sequence[str] = ()) -> str:
+    """CEL: "<path>[, <path>, <path> and N more] is/are locked: ..." naming the changed fields."""
+    codes = [_changed_container_codes(f, slot) for slot, f in enumerate(container_fields)]
+    n = len(container_fields) * api.MAX_CONTAINERS
+    codes += [f"(({_spec_field_unchanged(f)}) ? [] : [{n + j}])" for j, f in enumerate(spec_fields)]
+    total = n + len(spec_fields)
+
+    def path(k: str) -> str:
+        return _path_of_code(k, container_fields, spec_fields)
+
+    shown = [path("p[0]")]
+    shown += [f"(size(p) > {k} ? ', ' + {path(f'p[{k}]')} : '')" for k in range(1, min(_SHOWN_PATHS, total))]
+    if total > _SHOWN_PATHS:
+        more = _cel_list([str(k) for k in range(1, total - _SHOWN_PATHS + 1)])
+        shown.append(f"(size(p) > {_SHOWN_PATHS} ? ' and ' + {more}[size(p) - {_SHOWN_PATHS + 1}] + ' more' : '')")
+    one = _cel_str(_suffix(api.ARTIFACT_LOCKED_MESSAGE, "{field}"))
+    many = _cel_str(_suffix(api.ARTIFACT_LOCKED_MESSAGE_MANY, "{fields}"))
+    shown.append(f"(size(p) == 1 ? {one} : {many})")
+    body = "\n    + ".join(codes)
+    text = "\n    + ".join(shown)
+    return f"[\n    {body}\n].map(p,\n    {text}\n)[0]\n"
+
+
+def _locked_rule(clause: str, message: str, message_expression: str, field_path: str = ".containers") -> Schema:
+    rule: Schema = {
+        "rule": f"!({_WAS_REGISTERED})\n|| {clause}\n",
+        "message": message,
+        "messageExpression": message_expression,
+        "fieldPath": field_path,
+        "reason": "FieldValueForbidden",
+    }
+    if not field_path:
+        del rule["fieldPath"]
+    return rule
+
+
+def _static_message(paths: Sequence[str]) -> str:
+    if len(paths) == 1:
+        return api.ARTIFACT_LOCKED_MESSAGE.format(field=paths[0])
+    return api.ARTIFACT_LOCKED_MESSAGE_MANY.format(fields=", ".join(paths))
+
+
+def container_lock_rule(fields: Sequence[str]) -> Schema:
+    """The rule locking ``fields`` of every container once the Artifact is Registered."""
+    return _locked_rule(
+        _containers_unchanged(fields),
+        _static_message([f"spec.containers[].{f}" for f in fields]),
+        _locked_message_expression(fields),
+    )
+
+
+def _names(containers: str) -> str:
+    """CEL: the container names of ``containers`` (at least one), comma-separated (no join(): see above)."""
+    rest = "".join(
+        f"\n  + (size({containers}) > {i} ? ', ' + {containers}[{i}].name : '')" for i in range(1, api.MAX_CONTAINERS)
+    )
+    return f"{containers}[0].name{rest}"
+
+
+def containers_lock_rule() -> Schema:
+    """Containers cannot be added, removed, renamed or reordered (the first one is the primary)."""
+    return _locked_rule(
+        "self.containers.map(c, c.name) == oldSelf.containers.map(c, c.name)",
+        api.ARTIFACT_CONTAINERS_LOCKED_MESSAGE,
+        f"{_cel_str(api.ARTIFACT_CONTAINERS_LOCKED_MESSAGE + ' (registered: ')}\n  + {_names('oldSelf.containers')}"
+        f"\n  + '; requested: '\n  + {_names('self.containers')}\n  + ')'\n",
+    )
+
+
+def backstop_lock_rule() -> Schema | None:
+    """Every other locked field: the container fields and spec fields without a rule of their own."""
+    container_fields = backstop_container_fields()
+    spec_fields = backstop_spec_fields()
+    if not container_fields and not spec_fields:
+        return None
+    clauses = [_containers_unchanged(container_fields)] if container_fields else []
+    clauses += [f"({_spec_field_unchanged(f)})" for f in spec_fields]
+    return _locked_rule(
+        "(\n  " + "\n  && ".join(clauses) + "\n)",
+        _static_message([f"spec.containers[].{f}" for f in container_fields] + [f"spec.{f}" for f in spec_fields]),
+        _locked_message_expression(container_fields, spec_fields),
+        ".containers" if not spec_fields else "",
+    )
+
+
+def artifact_lock_rules() -> list[Schema]:
+    """The transition rules locking a Registered Artifact's spec, one per field or group of fields."""
+    rules = [containers_lock_rule(), *(container_lock_rule(g) for g in CONTAINER_LOCKS)]
+    backstop = backstop_lock_rule()
+    return rules + ([backstop] if backstop else [])
 
 
 def artifact_spec_validations() -> list[Schema]:
@@ -163,12 +344,7 @@ def artifact_spec_validations() -> list[Schema]:
             "fieldPath": ".lifecycle",
             "reason": "FieldValueForbidden",
         },
-        {
-            "rule": artifact_locked_rule(),
-            "message": api.ARTIFACT_LOCKED_MESSAGE,
-            "fieldPath": ".containers",
-            "reason": "FieldValueForbidden",
-        },
+        *artifact_lock_rules(),
     ]
 
 
@@ -178,6 +354,46 @@ WORKLOAD_SPEC_VALIDATIONS: list[Schema] = [
 DEPLOYMENT_SPEC_VALIDATIONS: list[Schema] = [
     {"rule": "has(self.artifactRef) || has(self.workloadRef)", "message": api.DEPLOYMENT_REF_MESSAGE},
 ]
+
+# Checked at creation only (names cannot change): an older object with a longer name must stay
+# updatable, or its finalizer could never be removed.
+NAME_LENGTH_VALIDATION: Schema = {
+    "rule": f"oldSelf.hasValue() || size(self.metadata.name) <= {api.MAX_NAME_LENGTH}",
+    "message": api.NAME_LENGTH_MESSAGE,
+    "fieldPath": ".metadata.name",
+    "optionalOldSelf": True,
+}
+
+
+def workload_inline_artifact_rule() -> Schema:
+    """spec.artifact is a creation shortcut: it cannot be added, changed or removed afterwards.
+
+    At the root, where metadata.name (the created Artifact's name) is in scope. Order-sensitive like
+    the Artifact's lock: containers and, within them, env and ports in order.
+    """
+    containers = model_schema(api.InlineArtifact)["properties"]["containers"]
+    item = containers["items"]["properties"]
+    order = ["self.spec.artifact.containers.map(c, c.name) == oldSelf.spec.artifact.containers.map(c, c.name)"]
+    for field, schema in item.items():
+        for key in schema.get("x-kubernetes-list-map-keys", []):
+            per = f"X.spec.artifact.containers.map(c, has(c.{field}) ? c.{field}.map(x, x.{key}) : [])"
+            order.append(f"{per.replace('X', 'self')} == {per.replace('X', 'oldSelf')}")
+    same = "\n  && ".join(["self.spec.artifact == oldSelf.spec.artifact", *order])
+    return {
+        "rule": f"!has(oldSelf.spec.artifact) || (\n  has(self.spec.artifact)\n  && {same}\n)\n",
+        "message": api.WORKLOAD_INLINE_ARTIFACT_MESSAGE,
+        "messageExpression": "'spec.artifact is a creation shortcut and cannot change: edit Artifact '"
+        " + self.metadata.name + ' instead (kubectl edit artifact.kiln.dev ' + self.metadata.name + ')'",
+        "fieldPath": ".spec.artifact",
+        "reason": "FieldValueForbidden",
+    }
+
+
+def workload_validations() -> list[Schema]:
+    return [workload_inline_artifact_rule(), NAME_LENGTH_VALIDATION]
+
+
+DEPLOYMENT_VALIDATIONS: list[Schema] = [NAME_LENGTH_VALIDATION]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -243,6 +459,7 @@ def build_crd(
     status_model: type[BaseModel],
     columns: list[Schema],
     spec_validations: list[Schema],
+    root_validations: list[Schema] | None = None,
 ) -> Schema:
     plural, short = KINDS[kind]
     spec = model_schema(spec_model)
@@ -268,6 +485,22 @@ def build_crd(
             "status": status,
         },
     }
+    if root_validations:
+        # metadata.name is declared so that a rule's fieldPath can point at it, and with
+        # generateName (else CEL replaces the declaration with its own) bounded by the limit
+        # Kubernetes applies anyway, so that messages quoting the name have a bounded estimated cost.
+        schema["properties"]["metadata"] = {
+            "type": "object",
+            "properties": {
+                "name": {"description": "Name of the object.", "type": "string", "maxLength": 253},
+                "generateName": {
+                    "description": "Prefix of a generated name.",
+                    "type": "string",
+                    "maxLength": 253,
+                },
+            },
+        }
+        schema["x-kubernetes-validations"] = copy.deepcopy(root_validations)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -316,6 +549,7 @@ def build_crds() -> list[Schema]:
             api.WorkloadStatus,
             WORKLOAD_COLUMNS,
             WORKLOAD_SPEC_VALIDATIONS,
+            workload_validations(),
         ),
         build_crd(
             "Deployment",
@@ -324,6 +558,7 @@ def build_crds() -> list[Schema]:
             api.DeploymentStatus,
             DEPLOYMENT_COLUMNS,
             DEPLOYMENT_SPEC_VALIDATIONS,
+            DEPLOYMENT_VALIDATIONS,
         ),
     ]
 

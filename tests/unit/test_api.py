@@ -230,3 +230,22 @@ def test_statuses_round_trip() -> None:
     }
     assert DeploymentStatus.model_validate(dep).to_dict() == dep
     assert ArtifactStatus.model_validate({}).to_dict() == {}
+
+
+def test_rejection_messages_are_one_line_and_say_why() -> None:
+    messages = [
+        api.ARTIFACT_NO_RETURN_MESSAGE,
+        api.ARTIFACT_LOCKED_MESSAGE,
+        api.ARTIFACT_LOCKED_MESSAGE_MANY,
+        api.ARTIFACT_CONTAINERS_LOCKED_MESSAGE,
+        api.WORKLOAD_ARTIFACT_MESSAGE,
+        api.WORKLOAD_INLINE_ARTIFACT_MESSAGE,
+        api.DEPLOYMENT_REF_MESSAGE,
+        api.NAME_LENGTH_MESSAGE,
+    ]
+    for message in messages:
+        assert "\n" not in message
+        assert message.split(" ")[0].startswith(("spec", "metadata.name", "{field")), message
+    assert api.ARTIFACT_LOCKED_MESSAGE.startswith("{field} is locked: the Artifact is Registered")
+    assert api.ARTIFACT_LOCKED_MESSAGE_MANY.startswith("{fields} are locked: the Artifact is Registered")
+    assert str(api.MAX_NAME_LENGTH) in api.NAME_LENGTH_MESSAGE

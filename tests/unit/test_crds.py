@@ -243,29 +243,121 @@ def test_artifact_spec_schema() -> None:
     assert props["description"]["maxLength"] == 4096
 
 
-def test_artifact_cel_rules() -> None:
-    no_return, locked = spec_schema("Artifact")["x-kubernetes-validations"]
-    assert no_return["message"] == "spec.lifecycle: a Registered artifact cannot return to Draft"
+def artifact_rules() -> list[Schema]:
+    rules: list[Schema] = spec_schema("Artifact")["x-kubernetes-validations"]
+    return rules
+
+
+WHY = " is locked: the Artifact is Registered; create a new Artifact to change it"
+WHY_MANY = " are locked: the Artifact is Registered; create a new Artifact to change them"
+REGISTERED_GUARD = "!(has(oldSelf.lifecycle) && oldSelf.lifecycle == 'Registered')\n|| "
+
+
+def test_artifact_no_return_rule() -> None:
+    no_return = artifact_rules()[0]
+    assert no_return["message"] == (
+        "spec.lifecycle: the Artifact is Registered and cannot return to Draft; create a new Artifact to iterate on"
+    )
+    assert no_return["message"] == api.ARTIFACT_NO_RETURN_MESSAGE
     assert no_return["fieldPath"] == ".lifecycle"
+    assert no_return["reason"] == "FieldValueForbidden"
     assert "oldSelf.lifecycle == 'Registered'" in no_return["rule"]
     assert "has(oldSelf.lifecycle)" in no_return["rule"]
-    assert locked["message"] == (
-        "spec.containers: the artifact is Registered and its container spec is locked; "
-        "create a new Artifact instead"
-    )
-    assert locked["fieldPath"] == ".containers"
-    rule = locked["rule"]
-    assert rule.startswith("!(has(oldSelf.lifecycle) && oldSelf.lifecycle == 'Registered')")
-    for alias in api.ArtifactSpec.locked_aliases():  # every locked field is compared
-        assert f"self.{alias} == oldSelf.{alias}" in rule
-    # list-map equality ignores order in Kubernetes CEL: the key order is compared as well.
-    assert "self.containers.map(c, c.name) == oldSelf.containers.map(c, c.name)" in rule
-    assert "c.env.map(e, e.name)" in rule
-    assert "c.ports.map(p, p.containerPort)" in rule
-    assert "c.ports.map(p, p.protocol)" in rule
-    assert rule.count("(") == rule.count(")")
+
+
+def test_artifact_lock_rule_messages() -> None:
+    """One rule per locked field (or group), each message naming it; the API server shows the message."""
+    messages = [r["message"] for r in artifact_rules()[1:]]
+    assert messages == [
+        "spec.containers is locked: the Artifact is Registered; "
+        "create a new Artifact to add, remove, rename or reorder containers",
+        "spec.containers[].image" + WHY,
+        "spec.containers[].command" + WHY,
+        "spec.containers[].args" + WHY,
+        "spec.containers[].env" + WHY,
+        "spec.containers[].ports" + WHY,
+        "spec.containers[].resources" + WHY,
+        "spec.containers[].readinessProbe, spec.containers[].livenessProbe, spec.containers[].startupProbe"
+        + WHY_MANY,
+        "spec.containers[].workingDir" + WHY,
+        "spec.containers[].imagePullPolicy, spec.containers[].envFrom" + WHY_MANY,
+    ]
+    for rule in artifact_rules()[1:]:
+        assert rule["rule"].startswith(REGISTERED_GUARD), rule["message"]
+        assert rule["rule"].count("(") == rule["rule"].count(")"), rule["message"]
+        assert rule["fieldPath"] == ".containers"
+        assert rule["reason"] == "FieldValueForbidden"
+        assert "\n" not in rule["message"]
+        expr = rule["messageExpression"]
+        assert expr.count("(") == expr.count(")") and expr.count("[") == expr.count("]"), rule["message"]
+        # Their estimated cost is unbounded: the API server would refuse the CRD.
+        for unbounded in (".join(", ".indexOf(", "string("):
+            assert unbounded not in expr, (rule["message"], unbounded)
+
+
+def test_artifact_lock_message_expressions_name_the_changed_paths() -> None:
+    rules = {r["message"].split(" ")[0]: r for r in artifact_rules()[1:]}
+    image = rules["spec.containers[].image"]["messageExpression"]
+    assert "'spec.containers[' + ['0', '1', " in image and "].image'" in image
+    assert WHY[1:] in image and WHY_MANY[1:] in image
+    assert " more'" in image
+    probes = rules["spec.containers[].readinessProbe,"]["messageExpression"]
+    assert "['readinessProbe', 'livenessProbe', 'startupProbe']" in probes
+    names = rules["spec.containers"]["messageExpression"]
+    assert names.startswith(repr(api.ARTIFACT_CONTAINERS_LOCKED_MESSAGE + " (registered: "))
+    assert f"oldSelf.containers[{api.MAX_CONTAINERS - 1}].name" in names
+    assert f"self.containers[{api.MAX_CONTAINERS - 1}].name" in names
+
+
+def test_artifact_lock_rules_cover_every_locked_field_once() -> None:
+    """Every container field but name has exactly one rule; the backstop checks only the rest."""
+    grouped = [f for group in crds.CONTAINER_LOCKS for f in group]
+    backstop = crds.backstop_container_fields()
+    assert backstop == ["imagePullPolicy", "envFrom"]
+    assert sorted([*grouped, *backstop, "name"]) == sorted(container_schema()["properties"])
+    assert len(set(grouped)) == len(grouped)
+    assert crds.backstop_spec_fields() == []  # containers is the only locked spec field today
+    rules = artifact_rules()[1:]
+    for field in container_schema()["properties"]:
+        if field == "name":
+            continue
+        checking = [r["message"] for r in rules if f"c.{field} ==" in r["rule"]]
+        assert len(checking) == 1, (field, checking)
+        assert f"spec.containers[].{field}" in checking[0]
     for unlocked in ("displayName", "description"):
-        assert unlocked not in rule
+        for rule in rules:
+            assert unlocked not in rule["rule"] and unlocked not in rule["messageExpression"]
+
+
+def test_artifact_lock_rules_pair_containers_by_name_and_keep_order() -> None:
+    rules = {r["message"].split(" ")[0]: r["rule"] for r in artifact_rules()[1:]}
+    # Adding, removing, renaming or reordering containers is the containers rule's business alone.
+    assert rules["spec.containers"].endswith(
+        "self.containers.map(c, c.name) == oldSelf.containers.map(c, c.name)\n"
+    )
+    assert "self.containers.all(c, oldSelf.containers.all(o,\n    o.name != c.name || (" in rules[
+        "spec.containers[].image"
+    ]
+    # Optional fields: set or unset on both sides.
+    assert "has(c.command) == has(o.command) && (!has(c.command) || c.command == o.command)" in rules[
+        "spec.containers[].command"
+    ]
+    # list-map equality ignores order in Kubernetes CEL: the keys are compared in order as well.
+    assert "c.env == o.env && c.env.map(x, x.name) == o.env.map(x, x.name)" in rules["spec.containers[].env"]
+    ports = rules["spec.containers[].ports"]
+    assert "c.ports.map(x, x.containerPort) == o.ports.map(x, x.containerPort)" in ports
+    assert "c.ports.map(x, x.protocol) == o.ports.map(x, x.protocol)" in ports
+    # No other list-map inside a container, whose order the rules would miss.
+    for path, node in walk(container_schema()):
+        if node.get("x-kubernetes-list-type") == "map":
+            assert path in (".env", ".ports"), path
+
+
+def test_locked_message_templates() -> None:
+    assert api.ARTIFACT_LOCKED_MESSAGE.format(field="spec.containers[0].image") == "spec.containers[0].image" + WHY
+    assert api.ARTIFACT_LOCKED_MESSAGE_MANY.format(fields="a, b") == "a, b" + WHY_MANY
+    with pytest.raises(ValueError, match="must start with"):
+        crds._suffix("the {field} is locked", "{field}")
 
 
 def test_workload_schema() -> None:
@@ -276,6 +368,20 @@ def test_workload_schema() -> None:
             "message": "spec: set exactly one of artifactRef or artifact",
         },
     ]
+    inline, name = root("Workload")["x-kubernetes-validations"]
+    assert inline["rule"].startswith("!has(oldSelf.spec.artifact) || (\n  has(self.spec.artifact)\n")
+    assert "self.spec.artifact == oldSelf.spec.artifact" in inline["rule"]
+    assert "self.spec.artifact.containers.map(c, c.name) == oldSelf.spec.artifact.containers.map(c, c.name)" in (
+        inline["rule"]
+    )
+    assert "c.env.map(x, x.name)" in inline["rule"] and "c.ports.map(x, x.protocol)" in inline["rule"]
+    assert inline["message"] == api.WORKLOAD_INLINE_ARTIFACT_MESSAGE
+    assert inline["messageExpression"] == (
+        "'spec.artifact is a creation shortcut and cannot change: edit Artifact ' + self.metadata.name"
+        " + ' instead (kubectl edit artifact.kiln.dev ' + self.metadata.name + ')'"
+    )
+    assert (inline["fieldPath"], inline["reason"]) == (".spec.artifact", "FieldValueForbidden")
+    assert name == crds.NAME_LENGTH_VALIDATION
     props = spec["properties"]
     assert "required" not in spec
     assert (props["replicas"]["default"], props["replicas"]["minimum"], props["replicas"]["maximum"]) == (
@@ -299,6 +405,7 @@ def test_deployment_schema() -> None:
     assert spec["x-kubernetes-validations"] == [
         {"rule": "has(self.artifactRef) || has(self.workloadRef)", "message": api.DEPLOYMENT_REF_MESSAGE},
     ]
+    assert root("Deployment")["x-kubernetes-validations"] == [crds.NAME_LENGTH_VALIDATION]
     props = spec["properties"]
     assert props["importance"]["enum"] == ["Critical", "High", "Moderate", "Low"]
     assert props["importance"]["default"] == "Moderate"
@@ -313,6 +420,7 @@ def test_deployment_schema() -> None:
         "action",
         "artifact",
         "digest",
+        "replicas",
         "message",
     }
     assert set(status["artifact"]["properties"]) == {"name", "specDigest"}
@@ -345,7 +453,24 @@ def test_status_schemas() -> None:
 def test_only_noted_cel_rules() -> None:
     for kind, path, node in all_nodes():
         if "x-kubernetes-validations" in node:
-            assert path == ".spec", f"{kind}{path}"
+            assert path == ".spec" or (path == "" and kind in ("Workload", "Deployment")), f"{kind}{path}"
+            for rule in node["x-kubernetes-validations"]:
+                assert rule["message"] and "\n" not in rule["message"], f"{kind}{path}"
+
+
+def test_name_length_rule() -> None:
+    rule = crds.NAME_LENGTH_VALIDATION
+    assert rule["rule"] == "oldSelf.hasValue() || size(self.metadata.name) <= 63"
+    assert rule["optionalOldSelf"] is True  # checked at creation: older objects stay updatable
+    assert rule["fieldPath"] == ".metadata.name"
+    assert rule["message"] == api.NAME_LENGTH_MESSAGE
+    assert rule["message"].startswith("metadata.name must be at most 63 characters: ")
+    for kind in ("Workload", "Deployment"):
+        meta = root(kind)["properties"]["metadata"]
+        # Declared so that fieldPath may point at metadata.name, bounded so that messages quoting it
+        # have a bounded estimated cost (CEL substitutes unbounded strings unless both are declared).
+        assert meta["properties"]["name"]["maxLength"] == meta["properties"]["generateName"]["maxLength"] == 253
+    assert root("Artifact")["properties"]["metadata"] == {"type": "object"}
 
 
 def columns(kind: str) -> dict[str, Schema]:
