@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup control-plane cluster-up cluster-down crds demo test test-unit lint clean
+.PHONY: help setup control-plane cluster-up cluster-down crds demo test test-unit lint clean bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -46,3 +46,6 @@ lint: $(BIN)/kiln  ## ruff and mypy
 
 clean:  ## remove the virtual environment
 	rm -rf $(VENV)
+
+bench: setup  ## benchmarks against a private local control plane: bench/results.json (BENCH_QUICK=1: smaller)
+	$(BIN)/python bench/run.py

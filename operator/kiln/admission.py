@@ -1,5 +1,9 @@
 """Admission webhooks: validation with messages that name the object and the field.
 
+Handlers that need no API call are coroutines: they run in kopf's event loop, not in its thread
+pool, so the reconcilers' work never queues in front of an admission review (kept well under the
+webhook timeout).
+
 The CRD schemas and CEL rules hold even while the operator is down; the webhooks add clear
 messages and cross-object checks. They look at ``spec`` only: the operator's own writes
 (finalizers, annotations, status) never meet a rule here (nolar/kopf#883).
@@ -72,7 +76,7 @@ def _errors(model: type[pydantic.BaseModel], spec: Body, kind: str, name: str) -
 
 @kopf.on.validate(b.GROUP, b.VERSION, "artifacts", id="validate-artifact",
                   operations=["CREATE", "UPDATE", "DELETE"])
-def validate_artifact(body: Body, old: Body | None, name: str, namespace: str, operation: str,
+async def validate_artifact(body: Body, old: Body | None, name: str, namespace: str, operation: str,
                       deployments_by_artifact: kopf.Index[tuple[str, str], str], **_: Any) -> None:
     if operation == "DELETE":
         users = sorted(set(deployments_by_artifact.get((namespace, name), [])))
@@ -98,7 +102,7 @@ def validate_artifact(body: Body, old: Body | None, name: str, namespace: str, o
 
 
 @kopf.on.mutate(b.GROUP, b.VERSION, "artifacts", id="record-registration", operations=["CREATE", "UPDATE"])
-def record_registration(body: Body, old: Body | None, patch: kopf.Patch, userinfo: dict[str, Any],
+async def record_registration(body: Body, old: Body | None, patch: kopf.Patch, userinfo: dict[str, Any],
                         **_: Any) -> None:
     """Record who registered an artifact, and when, from the admission request: never from input."""
     registering = (body.get("spec") or {}).get("lifecycle") == "Registered" and \
@@ -113,7 +117,7 @@ def record_registration(body: Body, old: Body | None, patch: kopf.Patch, userinf
 
 
 @kopf.on.validate(b.GROUP, b.VERSION, "workloads", id="validate-workload", operations=["CREATE", "UPDATE"])
-def validate_workload(spec: Body, old: Body | None, name: str, operation: str, **_: Any) -> None:
+async def validate_workload(spec: Body, old: Body | None, name: str, operation: str, **_: Any) -> None:
     _errors(WorkloadSpec, dict(spec), "Workload", name)
     if operation == "UPDATE" and old is not None:
         before = (old.get("spec") or {}).get("artifact")

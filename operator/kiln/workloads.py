@@ -7,7 +7,10 @@ the Service onto them; a call that finds nothing to change writes nothing.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +26,7 @@ from kiln.digest import spec_digest
 Body = dict[str, Any]
 WORKLOADS = (b.GROUP, b.VERSION, "workloads")
 ARTIFACTS = (b.GROUP, b.VERSION, "artifacts")
+USERS_PARALLELISM = int(os.environ.get("KILN_RESTART_PARALLELISM", "8"))
 
 
 def artifact_name(workload: Body) -> str:
@@ -44,6 +48,20 @@ def pods_by_workload(namespace: str, name: str, labels: dict[str, str], status: 
     }}
 
 
+@kopf.index(*ARTIFACTS)
+def artifact_specs(namespace: str, name: str, spec: Body, **_: Any) -> dict[tuple[str, str], Body]:
+    return {(namespace, name): dict(spec)}
+
+
+@kopf.index("", "v1", "services", labels={b.L_WORKLOAD: kopf.PRESENT})
+def workload_services(namespace: str, name: str, labels: dict[str, str], spec: Body, meta: Body,
+                      **_: Any) -> dict[tuple[str, str], Body]:
+    return {(namespace, labels[b.L_WORKLOAD]): {
+        "name": name, "ports": [_port(p) for p in spec.get("ports") or []],
+        "selector": dict(spec.get("selector") or {}),
+        "owners": [r.get("uid") for r in meta.get("ownerReferences") or []]}}
+
+
 @kopf.index(*WORKLOADS)
 def workloads_by_artifact(namespace: str, name: str, body: Body, **_: Any) -> dict[tuple[str, str], str]:
     return {(namespace, artifact_name(body)): name}
@@ -53,14 +71,34 @@ def workloads_by_artifact(namespace: str, name: str, body: Body, **_: Any) -> di
 
 
 @dataclass
+class Indexes:
+    """What the operator knows from its watches, kept in memory by kopf: no list or get calls."""
+
+    pods: kopf.Index[tuple[str, str], Body]
+    artifacts: kopf.Index[tuple[str, str], Body]
+    services: kopf.Index[tuple[str, str], Body]
+    workloads: kopf.Index[tuple[str, str], str]
+
+    @classmethod
+    def of(cls, kwargs: dict[str, Any]) -> Indexes:
+        return cls(kwargs["pods_by_workload"], kwargs["artifact_specs"], kwargs["workload_services"],
+                   kwargs["workloads_by_artifact"])
+
+    @staticmethod
+    def one(index: kopf.Index[tuple[str, str], Body], key: tuple[str, str]) -> Body | None:
+        return next(iter(index.get(key, [])), None)
+
+
+@dataclass
 class Observed:
     pods: list[Body]
+    service: Body | None
 
     def at(self, rev: str) -> list[Body]:
         return [p for p in self.pods if p["revision"] == rev and not p["deleting"]]
 
 
-def ensure_inline_artifact(workload: Body, logger: logging.Logger) -> None:
+def ensure_inline_artifact(workload: Body, logger: logging.Logger) -> Body | None:
     """A Workload with an inline artifact creates the Draft Artifact named after it (no owner:
     artifacts outlive development workloads)."""
     inline = workload["spec"]["artifact"]
@@ -73,34 +111,38 @@ def ensure_inline_artifact(workload: Body, logger: logging.Logger) -> None:
         "spec": {**{k: v for k, v in inline.items() if v is not None}, "lifecycle": "Draft"},
     }
     try:
-        kube.custom().create_namespaced_custom_object(b.GROUP, b.VERSION, meta["namespace"], "artifacts", body)
+        created = kube.custom().create_namespaced_custom_object(b.GROUP, b.VERSION, meta["namespace"], "artifacts",
+                                                                body)
     except ApiException as e:
         if e.status != 409:
             raise
-        return
+        return kube.get_kiln("artifacts", meta["namespace"], meta["name"])
     kopf.info(workload, reason="ArtifactCreated", message=f"created Draft Artifact {meta['name']} from spec.artifact")
     logger.info(f"created Draft Artifact {meta['name']}")
+    return dict(created)
 
 
-def reconcile(namespace: str, name: str, pods_index: kopf.Index[tuple[str, str], Body],
-              logger: logging.Logger) -> None:
+def reconcile(namespace: str, name: str, idx: Indexes, logger: logging.Logger) -> None:
     with kube.locked("workload", namespace, name):
+        # The one read: the Workload itself, fresh, since its status is what this writes.
         workload = kube.get_kiln("workloads", namespace, name)
         if workload is None or workload["metadata"].get("deletionTimestamp"):
             return  # garbage collection removes the pods and the Service
-        _reconcile(workload, Observed(list(pods_index.get((namespace, name), []))), logger)
+        key = (namespace, name)
+        art = Indexes.one(idx.artifacts, (namespace, artifact_name(workload)))
+        _reconcile(workload, {"spec": art} if art is not None else None,
+                   Observed(list(idx.pods.get(key, [])), Indexes.one(idx.services, key)), logger)
 
 
-def _reconcile(workload: Body, observed: Observed, logger: logging.Logger) -> None:
+def _reconcile(workload: Body, artifact: Body | None, observed: Observed, logger: logging.Logger) -> None:
     meta, spec = workload["metadata"], workload.get("spec") or {}
     status = workload.get("status") or {}
     ns, name, gen = meta["namespace"], meta["name"], meta.get("generation")
     first_visit = "observedGeneration" not in status
 
-    if spec.get("artifact") is not None:
-        ensure_inline_artifact(workload, logger)
+    if spec.get("artifact") is not None and artifact is None:
+        artifact = ensure_inline_artifact(workload, logger)
     art_name = artifact_name(workload)
-    artifact = kube.get_kiln("artifacts", ns, art_name)
     if artifact is None:
         msg = f"Artifact {art_name} not found in namespace {ns}; the workload starts once it exists"
         _write_status(workload, {
@@ -168,7 +210,7 @@ def _reconcile(workload: Body, observed: Observed, logger: logging.Logger) -> No
         kopf.info(workload, reason="Started", message=f"started {created} pod(s)")
 
     try:
-        _ensure_service(workload, art_name, containers if running else [])
+        _ensure_service(workload, art_name, containers if running else [], observed.service)
         conflict = None
     except kube.ChildConflict as e:
         conflict = str(e)
@@ -207,39 +249,36 @@ def _delete_pods(namespace: str, pods: list[Body], grace: int | None) -> None:
         kube.ignore(404)(kube.core().delete_namespaced_pod)(p["name"], namespace, grace_period_seconds=grace)
 
 
-def _ensure_service(workload: Body, art_name: str, containers: list[Body]) -> None:
+def _ensure_service(workload: Body, art_name: str, containers: list[Body], have: Body | None) -> None:
+    """Converge the development Service; ``have`` is what the services index knows of it."""
     meta = workload["metadata"]
     ns, name = meta["namespace"], meta["name"]
     svc_name = b.workload_service_name(name)
     desired = b.service(svc_name, art_name, "workload", b.workload_selector(name), containers)
-    try:
-        existing = kube.core().read_namespaced_service(svc_name, ns)
-    except ApiException as e:
-        if e.status != 404:
-            raise
-        existing = None
+    ours = have is not None and have["name"] == svc_name and meta["uid"] in have["owners"]
     if desired is None:
-        if existing is not None and _owned_by(existing.metadata.owner_references, meta["uid"]):
+        if ours:
             kube.ignore(404)(kube.core().delete_namespaced_service)(svc_name, ns)
         return
     desired["metadata"]["ownerReferences"] = [b.owner_reference(workload, "Workload")]
-    if existing is None:
-        kube.ignore(409)(kube.core().create_namespaced_service)(ns, desired)
-    elif not _owned_by(existing.metadata.owner_references, meta["uid"]):
+    if have is None:
+        try:
+            kube.core().create_namespaced_service(ns, desired)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            existing = kube.core().read_namespaced_service(svc_name, ns)
+            if not any(r.uid == meta["uid"] for r in existing.metadata.owner_references or []):
+                raise kube.ChildConflict(f"Service {svc_name} exists and is not owned by this Workload") from None
+    elif not ours:
         raise kube.ChildConflict(f"Service {svc_name} exists and is not owned by this Workload")
-    else:
-        have = kube.api_client().sanitize_for_serialization(existing)
-        if [_port(p) for p in have["spec"].get("ports", [])] != [_port(p) for p in desired["spec"]["ports"]] \
-                or have["spec"].get("selector") != desired["spec"]["selector"]:
-            kube.core().patch_namespaced_service(svc_name, ns, {"spec": desired["spec"]})
+    elif (have["ports"] != [_port(p) for p in desired["spec"]["ports"]]
+          or have["selector"] != desired["spec"]["selector"]):
+        kube.core().patch_namespaced_service(svc_name, ns, {"spec": desired["spec"]})
 
 
 def _port(p: Body) -> tuple[Any, ...]:
     return (p.get("name"), p.get("port"), p.get("targetPort"), p.get("protocol"))
-
-
-def _owned_by(refs: list[Any] | None, uid: str) -> bool:
-    return any(r.uid == uid for r in refs or [])
 
 
 def _write_status(workload: Body, fields: Body, conditions: list[cond.Condition]) -> None:
@@ -263,24 +302,41 @@ def _write_status(workload: Body, fields: Body, conditions: list[cond.Condition]
 @kopf.on.resume(*WORKLOADS)
 @kopf.on.create(*WORKLOADS)
 @kopf.on.update(*WORKLOADS)
-def workload_changed(namespace: str, name: str, pods_by_workload: kopf.Index[tuple[str, str], Body],
-                     logger: logging.Logger, **_: Any) -> None:
-    reconcile(namespace, name, pods_by_workload, logger)
+def workload_changed(namespace: str, name: str, logger: logging.Logger, **kwargs: Any) -> None:
+    reconcile(namespace, name, Indexes.of(kwargs), logger)
 
 
 @kopf.on.event("", "v1", "pods", labels={b.L_WORKLOAD: kopf.PRESENT})
-def pod_event(namespace: str, labels: dict[str, str], type: str | None,
-              pods_by_workload: kopf.Index[tuple[str, str], Body], logger: logging.Logger, **_: Any) -> None:
+def pod_event(namespace: str, labels: dict[str, str], type: str | None, logger: logging.Logger,
+              **kwargs: Any) -> None:
     if type is None:  # the initial listing: the workloads' resume handlers cover it
         return
-    reconcile(namespace, labels[b.L_WORKLOAD], pods_by_workload, logger)
+    reconcile(namespace, labels[b.L_WORKLOAD], Indexes.of(kwargs), logger)
 
 
-def reconcile_users(namespace: str, artifact: str, workloads_by_artifact: kopf.Index[tuple[str, str], str],
-                    pods_by_workload: kopf.Index[tuple[str, str], Body], logger: logging.Logger) -> None:
-    """Reconcile every Workload that runs this Artifact (a draft change restarts them)."""
-    for wl in sorted(set(workloads_by_artifact.get((namespace, artifact), []))):
+@kopf.on.event("", "v1", "services", labels={b.L_WORKLOAD: kopf.PRESENT})
+def service_event(namespace: str, labels: dict[str, str], type: str | None, logger: logging.Logger,
+                  **kwargs: Any) -> None:
+    """A development Service deleted or edited by hand is put back."""
+    if type in ("DELETED", "MODIFIED"):
+        reconcile(namespace, labels[b.L_WORKLOAD], Indexes.of(kwargs), logger)
+
+
+def reconcile_users(namespace: str, artifact: str, idx: Indexes, logger: logging.Logger) -> None:
+    """Reconcile every Workload that runs this Artifact (a draft change restarts them), in parallel."""
+    names = sorted(set(idx.workloads.get((namespace, artifact), [])))
+
+    def one(wl: str) -> None:
         try:
-            reconcile(namespace, wl, pods_by_workload, logger)
+            reconcile(namespace, wl, idx, logger)
         except ApiException as e:
             logger.warning(f"reconciling Workload {wl} after a change of Artifact {artifact} failed: {e.reason}")
+
+    if len(names) <= 1:
+        for wl in names:
+            one(wl)
+        return
+    # kopf's context (for its Events and logs) goes along into each thread, one copy each.
+    parent = contextvars.copy_context()
+    with ThreadPoolExecutor(max_workers=min(USERS_PARALLELISM, len(names))) as pool:
+        list(pool.map(lambda wl: parent.copy().run(one, wl), names))

@@ -1,0 +1,414 @@
+"""Kiln's benchmark suite: `make bench`. Prints figures as text and writes bench/results.json.
+
+Runs against a private local control plane (its own state directory, stopped at the end), with the
+real operator (`kiln run`) in a subprocess. Every figure that has a natural baseline is measured
+against it in the same run: Kiln's pod throughput against pods created directly by a client.
+All traffic goes to 127.0.0.1. Sizes can be reduced for a quick run: BENCH_QUICK=1.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from kiln import cluster
+
+ROOT = Path(__file__).resolve().parents[1]
+G, V = "kiln.dev", "v1alpha1"
+QUICK = bool(os.environ.get("BENCH_QUICK"))
+SIZES = [20, 50] if QUICK else [100, 500]
+FOOTPRINT = [200, 500] if QUICK else [1000, 5000]
+EDITS = 20
+SHARED = 20 if QUICK else 100
+TARGETS = {"ratio_at_max_n": 1.5, "restart_p95_s": 2.0, "shared_restart_s": 15.0, "webhook_p99_ms": 20.0,
+           "rss_mb_at_max_objects": 200.0, "idle_resync_writes": 0}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, kubeconfig: Path, workdir: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.workdir = workdir
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        api.configuration.connection_pool_maxsize = 64
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.operator: subprocess.Popen[bytes] | None = None
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def kubectl(self, *args: str) -> str:
+        return subprocess.run(["kubectl", f"--kubeconfig={self.kubeconfig}", *args], check=True, text=True,
+                              capture_output=True).stdout
+
+    def start_operator(self) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KILN_OPERATOR_DIR": str(self.workdir)}
+        logf = open(self.workdir / "operator.log", "ab")  # noqa: SIM115 - handed to the child
+        self.operator = subprocess.Popen([sys.executable, "-m", "kiln.cli", "run"], env=env, stdout=logf,
+                                         stderr=subprocess.STDOUT)
+        logf.close()
+        wait(lambda: "registered validating" in (self.workdir / "operator.log").read_text(), 60, "operator up")
+
+    def stop_operator(self) -> None:
+        if self.operator and self.operator.poll() is None:
+            self.operator.terminate()
+            self.operator.wait(30)
+        self.operator = None
+
+    def namespace(self) -> str:
+        ns = f"bench-{uuid.uuid4().hex[:6]}"
+        self.core.create_namespace({"metadata": {"name": ns}})
+        wait(lambda: exists(lambda: self.core.read_namespaced_service_account("default", ns)), 60, "default SA")
+        return ns
+
+    def ready_pods(self, ns: str, selector: str = "") -> list[Any]:
+        pods = self.core.list_namespaced_pod(ns, label_selector=selector).items
+        return [p for p in pods if not p.metadata.deletion_timestamp and
+                any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
+
+    def metrics(self) -> str:
+        return self.kubectl("get", "--raw", "/metrics")
+
+    def parallel(self, fn: Callable[[int], Any], n: int, workers: int = 16) -> None:
+        with cf.ThreadPoolExecutor(workers) as pool:
+            list(pool.map(fn, range(n)))
+
+    def operator_usage(self) -> tuple[float, float]:
+        """(RSS in MB, CPU seconds) of the operator process."""
+        assert self.operator is not None
+        pid = self.operator.pid
+        rss = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))  # type: ignore[union-attr]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return rss / 1024, cpu
+
+    # --- 1. throughput ----------------------------------------------------------------------
+
+    def direct(self, n: int) -> float:
+        ns = self.namespace()
+        t0 = time.monotonic()
+        self.parallel(lambda i: self.core.create_namespaced_pod(ns, {
+            "metadata": {"name": f"p-{i}", "labels": {"bench": "direct"}},
+            "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]}}), n)
+        wait(lambda: len(self.ready_pods(ns)) == n, 600, f"{n} direct pods Ready", interval=0.1)
+        took = time.monotonic() - t0
+        self.core.delete_namespace(ns)
+        return took
+
+    def kiln(self, n: int) -> float:
+        ns = self.namespace()
+        self.custom.create_namespaced_custom_object(G, V, ns, "artifacts", artifact("app", "registry.example/app:1"))
+        t0 = time.monotonic()
+        self.parallel(lambda i: self.custom.create_namespaced_custom_object(G, V, ns, "workloads", {
+            "apiVersion": f"{G}/{V}", "kind": "Workload", "metadata": {"name": f"w-{i}"},
+            "spec": {"artifactRef": {"name": "app"}}}), n)
+        wait(lambda: len(self.ready_pods(ns)) == n, 600, f"{n} Kiln pods Ready", interval=0.1)
+        took = time.monotonic() - t0
+        self.core.delete_namespace(ns)
+        return took
+
+    # --- 2. restart latency -----------------------------------------------------------------
+
+    def restart_latency(self) -> list[float]:
+        ns = self.namespace()
+        self.custom.create_namespaced_custom_object(G, V, ns, "artifacts", artifact("app", "registry.example/app:0"))
+        self.custom.create_namespaced_custom_object(G, V, ns, "workloads", {
+            "apiVersion": f"{G}/{V}", "kind": "Workload", "metadata": {"name": "w"},
+            "spec": {"artifactRef": {"name": "app"}}})
+        wait(lambda: len(self.ready_pods(ns)) == 1, 60, "first pod")
+        out = []
+        for i in range(1, EDITS + 1):
+            image = f"registry.example/app:{i}"
+            t0 = time.monotonic()
+            self.custom.patch_namespaced_custom_object(G, V, ns, "artifacts", "app",
+                                                       {"spec": {"containers": [container(image)]}})
+            wait(lambda image=image: [p.spec.containers[0].image for p in self.ready_pods(ns)] == [image], 60,
+                 f"edit {i} Ready", interval=0.02)
+            out.append(time.monotonic() - t0)
+        self.core.delete_namespace(ns)
+        return out
+
+    def shared_restart(self, n: int) -> float:
+        ns = self.namespace()
+        self.custom.create_namespaced_custom_object(G, V, ns, "artifacts", artifact("app", "registry.example/app:1"))
+        self.parallel(lambda i: self.custom.create_namespaced_custom_object(G, V, ns, "workloads", {
+            "apiVersion": f"{G}/{V}", "kind": "Workload", "metadata": {"name": f"w-{i}"},
+            "spec": {"artifactRef": {"name": "app"}}}), n)
+        wait(lambda: len(self.ready_pods(ns)) == n, 600, f"{n} shared workloads Ready")
+        t0 = time.monotonic()
+        self.custom.patch_namespaced_custom_object(G, V, ns, "artifacts", "app",
+                                                   {"spec": {"containers": [container("registry.example/app:2")]}})
+
+        def all_restarted() -> bool:
+            pods = self.ready_pods(ns)
+            return len(pods) == n and all(p.spec.containers[0].image == "registry.example/app:2" for p in pods)
+
+        wait(all_restarted, 600, f"{n} workloads restarted", interval=0.1)
+        took = time.monotonic() - t0
+        self.core.delete_namespace(ns)
+        return took
+
+    # --- 3. admission latency ---------------------------------------------------------------
+
+    def admission(self, updates: int = 400, concurrency: int = 20) -> dict[str, float]:
+        ns = self.namespace()
+        for i in range(concurrency):
+            self.custom.create_namespaced_custom_object(G, V, ns, "artifacts", artifact(f"a-{i}", "r.example/a:1"))
+        before = webhook_histogram(self.metrics(), "validate-artifact.kiln.dev", "UPDATE")
+        t0 = time.monotonic()
+        self.parallel(lambda i: self.custom.patch_namespaced_custom_object(
+            G, V, ns, "artifacts", f"a-{i % concurrency}", {"spec": {"description": f"update {i}"}}),
+            updates, workers=concurrency)
+        wall = time.monotonic() - t0
+        after = webhook_histogram(self.metrics(), "validate-artifact.kiln.dev", "UPDATE")
+        delta = [(le, after[le] - before.get(le, 0)) for le in sorted(after)]
+        self.core.delete_namespace(ns)
+        return {"count": delta[-1][1], "p50_ms": quantile(delta, 0.5) * 1000, "p99_ms": quantile(delta, 0.99) * 1000,
+                "updates_per_s": updates / wall, "buckets_ms": [le * 1000 for le, _ in delta if le != float("inf")]}
+
+    # --- 4. footprint -----------------------------------------------------------------------
+
+    def footprint(self, n: int, ns: str, have: int) -> dict[str, float]:
+        """Bring the namespace to n objects (half Artifacts, half stopped Workloads), then measure."""
+        half = n // 2
+        self.parallel(lambda i: self.custom.create_namespaced_custom_object(
+            G, V, ns, "artifacts", artifact(f"a-{i}", "r.example/a:1")) if i >= have // 2 else None, half)
+        self.parallel(lambda i: self.custom.create_namespaced_custom_object(G, V, ns, "workloads", {
+            "apiVersion": f"{G}/{V}", "kind": "Workload", "metadata": {"name": f"w-{i}"},
+            "spec": {"artifactRef": {"name": f"a-{i}"}, "state": "Stopped"}}) if i >= have // 2 else None, half)
+        wait(lambda: self.observed(ns) >= n, 900, f"{n} objects observed", interval=1)
+        self.settle()
+        rss, cpu0 = self.operator_usage()
+        window = 10 if QUICK else 30
+        time.sleep(window)  # measuring idle CPU over a wall-clock window (a measurement, not a synchronisation)
+        _, cpu1 = self.operator_usage()
+        return {"objects": n, "rss_mb": rss, "idle_cpu_percent": 100 * (cpu1 - cpu0) / window}
+
+    def observed(self, ns: str) -> int:
+        n = 0
+        for plural in ("artifacts", "workloads"):
+            items = self.custom.list_namespaced_custom_object(G, V, ns, plural)["items"]
+            n += sum(1 for o in items if (o.get("status") or {}).get("observedGeneration"))
+        return n
+
+    def settle(self, quiet: float = 3.0) -> None:
+        """Wait until the operator log has been quiet for a while."""
+        logf = self.workdir / "operator.log"
+        wait(lambda: time.time() - logf.stat().st_mtime > quiet, 600, "operator idle", interval=0.5)
+
+    def idle_resync(self, window: float) -> dict[str, dict[str, int]]:
+        """API requests by verb over a window: without the operator, then with a freshly started one (a
+        full resync: every object re-listed and reconciled), then an idle window with it running."""
+        def counts() -> dict[str, int]:
+            return request_counts(self.metrics())
+
+        self.stop_operator()
+        a = counts()
+        time.sleep(window)  # the baseline: the control plane alone over the same window
+        base = diff(counts(), a)
+        b = counts()
+        self.start_operator()
+        self.settle()
+        resync = minus(diff(counts(), b), base)
+        c = counts()
+        time.sleep(window)
+        idle = minus(diff(counts(), c), base)
+        return {"baseline": base, "resync": resync, "idle": idle}
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def container(image: str) -> dict[str, Any]:
+    return {"name": "app", "image": image, "ports": [{"name": "http", "containerPort": 8080}]}
+
+
+def artifact(name: str, image: str) -> dict[str, Any]:
+    return {"apiVersion": f"{G}/{V}", "kind": "Artifact", "metadata": {"name": name},
+            "spec": {"containers": [container(image)]}}
+
+
+def exists(fn: Callable[[], Any]) -> bool:
+    try:
+        fn()
+        return True
+    except ApiException:
+        return False
+
+
+def wait(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def webhook_histogram(metrics: str, name: str, operation: str) -> dict[float, float]:
+    out: dict[float, float] = {}
+    pat = re.compile(r'^apiserver_admission_webhook_admission_duration_seconds_bucket\{(.*)\} (\S+)$')
+    for line in metrics.splitlines():
+        m = pat.match(line)
+        if m and f'name="{name}"' in m.group(1) and f'operation="{operation}"' in m.group(1):
+            le = re.search(r'le="([^"]+)"', m.group(1)).group(1)  # type: ignore[union-attr]
+            key = float("inf") if le == "+Inf" else float(le)
+            out[key] = out.get(key, 0) + float(m.group(2))
+    return out
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """Prometheus-style histogram_quantile: linear interpolation inside the bucket."""
+    total = buckets[-1][1]
+    if total == 0:
+        return float("nan")
+    rank, prev_le, prev_count = q * total, 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * (rank - prev_count) / max(count - prev_count, 1e-9)
+        prev_le, prev_count = le, count
+    return prev_le
+
+
+def request_counts(metrics: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in metrics.splitlines():
+        if line.startswith("apiserver_request_total{"):
+            verb = re.search(r'verb="([^"]+)"', line).group(1)  # type: ignore[union-attr]
+            out[verb] = out.get(verb, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
+def diff(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a.get(k, 0) - b.get(k, 0) for k in set(a) | set(b) if a.get(k, 0) - b.get(k, 0)}
+
+
+def minus(a: dict[str, int], base: dict[str, int]) -> dict[str, int]:
+    return {k: max(0, a.get(k, 0) - base.get(k, 0)) for k in a}
+
+
+def reads_writes(verbs: dict[str, int]) -> dict[str, int]:
+    reads = sum(v for k, v in verbs.items() if k in ("GET", "LIST", "WATCH"))
+    return {"reads": reads, "writes": sum(verbs.values()) - reads}
+
+
+def pct(xs: list[float], q: float) -> float:
+    return statistics.quantiles(xs, n=100, method="inclusive")[int(q * 100) - 1]
+
+
+def machine() -> dict[str, Any]:
+    mem = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))  # type: ignore[union-attr]
+    cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+    return {"cores": os.cpu_count(), "memory_gib": round(mem / 2**20, 1), "cpu": cpu.group(1) if cpu else "?",
+            "kernel": platform.release(), "python": platform.python_version()}
+
+
+def main() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
+    paths = cluster.Paths(Path(os.environ.get("KILN_BENCH_CLUSTER_DIR", workdir / "cluster")))
+    log(f"starting a private control plane in {paths.root}")
+    kubeconfig = cluster.up(paths)
+    bench = Bench(kubeconfig, workdir)
+    results: dict[str, Any] = {"machine": machine(), "quick": QUICK}
+    try:
+        bench.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+        bench.kubectl("wait", "--for=condition=Established", "crd/artifacts.kiln.dev", "crd/workloads.kiln.dev")
+        bench.start_operator()
+        results["throughput"] = []
+        for n in SIZES:
+            log(f"throughput: {n} pods created directly")
+            d = bench.direct(n)
+            log(f"throughput: {n} workloads through Kiln")
+            k = bench.kiln(n)
+            results["throughput"].append({"n": n, "direct_s": d, "kiln_s": k, "ratio": k / d})
+        log(f"restart latency over {EDITS} draft edits")
+        lat = bench.restart_latency()
+        results["restart"] = {"edits": len(lat), "p50_s": pct(lat, 0.5), "p95_s": pct(lat, 0.95)}
+        log(f"{SHARED} workloads sharing one artifact")
+        results["restart"]["shared_n"] = SHARED
+        results["restart"]["shared_s"] = bench.shared_restart(SHARED)
+        log("admission latency under 20 concurrent updates")
+        results["admission"] = bench.admission()
+        ns = bench.namespace()
+        results["footprint"] = []
+        have = 0
+        for n in FOOTPRINT:
+            log(f"footprint with {n} objects")
+            results["footprint"].append(bench.footprint(n, ns, have))
+            have = n
+        log("API requests per idle resync")
+        rs = bench.idle_resync(window=10 if QUICK else 30)
+        results["requests"] = {k: {**reads_writes(v), "by_verb": v} for k, v in rs.items()}
+    finally:
+        bench.stop_operator()
+        cluster.down(paths)
+    results["targets"] = check_targets(results)
+    out = ROOT / "bench" / "results.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(report(results))
+    print(f"\nJSON: {out}")
+    return 0
+
+
+def check_targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    got = {
+        "ratio_at_max_n": r["throughput"][-1]["ratio"],
+        "restart_p95_s": r["restart"]["p95_s"],
+        "shared_restart_s": r["restart"]["shared_s"],
+        "webhook_p99_ms": r["admission"]["p99_ms"],
+        "rss_mb_at_max_objects": r["footprint"][-1]["rss_mb"],
+        "idle_resync_writes": r["requests"]["resync"]["writes"],
+    }
+    return {k: {"value": v, "target": TARGETS[k], "met": v <= TARGETS[k]} for k, v in got.items()}
+
+
+def report(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [f"Kiln benchmarks — {m['cores']} cores, {m['memory_gib']} GiB, {m['cpu']}, Python {m['python']}"
+             + (" (QUICK sizes)" if r["quick"] else ""), "", "1. Throughput (all pods Ready)"]
+    for t in r["throughput"]:
+        lines.append(f"   N={t['n']:<4} direct {t['direct_s']:6.2f} s   Kiln {t['kiln_s']:6.2f} s   "
+                     f"ratio Kiln/direct {t['ratio']:.2f}")
+    rs = r["restart"]
+    lines += ["2. Restart latency (draft edit -> new pod Ready)",
+              f"   p50 {rs['p50_s']:.2f} s   p95 {rs['p95_s']:.2f} s over {rs['edits']} edits",
+              f"   {rs['shared_n']} workloads sharing one artifact: all restarted in {rs['shared_s']:.2f} s"]
+    a = r["admission"]
+    lines += ["3. Admission (validate-artifact, API server histogram, 20 concurrent updates)",
+              f"   p50 {a['p50_ms']:.1f} ms   p99 {a['p99_ms']:.1f} ms   over {a['count']:.0f} calls, "
+              f"{a['updates_per_s']:.0f} updates/s (buckets: {', '.join(f'{b:g}' for b in a['buckets_ms'])} ms)"]
+    lines.append("4. Footprint")
+    for f in r["footprint"]:
+        lines.append(f"   {f['objects']:>5} objects: RSS {f['rss_mb']:.0f} MB, idle CPU {f['idle_cpu_percent']:.1f} %")
+    for k in ("resync", "idle"):
+        q = r["requests"][k]
+        lines.append(f"   API requests, {k:<6} (minus control-plane baseline): {q['reads']} reads, {q['writes']} writes"
+                     f"  {q['by_verb']}")
+    lines += ["", "Targets"]
+    for k, t in r["targets"].items():
+        lines.append(f"   {'MET    ' if t['met'] else 'NOT MET'}  {k:<24} {t['value']:.2f} (target <= {t['target']})")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
