@@ -216,23 +216,34 @@ class Bench:
         wait(lambda: time.time() - logf.stat().st_mtime > quiet, 600, "operator idle", interval=0.5)
 
     def idle_resync(self, window: float) -> dict[str, dict[str, int]]:
-        """API requests by verb over a window: without the operator, then with a freshly started one (a
-        full resync: every object re-listed and reconciled), then an idle window with it running."""
+        """API requests by verb: a full resync (the operator restarted: every object re-listed and
+        reconciled, nothing having changed) and an idle window with it running, each minus the
+        control plane's own requests (its rate measured with the operator stopped, in this run)."""
         def counts() -> dict[str, int]:
             return request_counts(self.metrics())
 
         self.stop_operator()
         a = counts()
-        time.sleep(window)  # the baseline: the control plane alone over the same window
-        base = diff(counts(), a)
-        b = counts()
+        time.sleep(window)  # the baseline rate: the control plane alone
+        rate = {k: v / window for k, v in diff(counts(), a).items()}
+
+        def baseline(seconds: float) -> dict[str, int]:
+            return {k: round(v * seconds) for k, v in rate.items()}
+
+        b, t0 = counts(), time.monotonic()
         self.start_operator()
-        self.settle()
-        resync = minus(diff(counts(), b), base)
+        prev = counts()
+        while True:  # resync done: requests back to the baseline rate for 3 s
+            time.sleep(3)
+            now = counts()
+            if sum(diff(now, prev).values()) <= sum(baseline(3).values()) + 3:
+                break
+            prev = now
+        resync = minus(diff(now, b), baseline(time.monotonic() - t0))
         c = counts()
         time.sleep(window)
-        idle = minus(diff(counts(), c), base)
-        return {"baseline": base, "resync": resync, "idle": idle}
+        idle = minus(diff(counts(), c), baseline(window))
+        return {"baseline_per_minute": {k: round(v * 60) for k, v in rate.items()}, "resync": resync, "idle": idle}
 
 
 # --- helpers ---------------------------------------------------------------------------------

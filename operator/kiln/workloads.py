@@ -122,10 +122,11 @@ def ensure_inline_artifact(workload: Body, logger: logging.Logger) -> Body | Non
     return dict(created)
 
 
-def reconcile(namespace: str, name: str, idx: Indexes, logger: logging.Logger) -> None:
+def reconcile(namespace: str, name: str, idx: Indexes, logger: logging.Logger, body: Body | None = None) -> None:
     with kube.locked("workload", namespace, name):
-        # The one read: the Workload itself, fresh, since its status is what this writes.
-        workload = kube.get_kiln("workloads", namespace, name)
+        # The one read: the Workload itself, fresh, since its status is what this writes (its own
+        # handlers pass the body kopf has just received instead).
+        workload = body if body is not None else kube.get_kiln("workloads", namespace, name)
         if workload is None or workload["metadata"].get("deletionTimestamp"):
             return  # garbage collection removes the pods and the Service
         key = (namespace, name)
@@ -302,8 +303,15 @@ def _write_status(workload: Body, fields: Body, conditions: list[cond.Condition]
 @kopf.on.resume(*WORKLOADS)
 @kopf.on.create(*WORKLOADS)
 @kopf.on.update(*WORKLOADS)
-def workload_changed(namespace: str, name: str, logger: logging.Logger, **kwargs: Any) -> None:
-    reconcile(namespace, name, Indexes.of(kwargs), logger)
+def workload_changed(namespace: str, name: str, body: kopf.Body, logger: logging.Logger, **kwargs: Any) -> None:
+    reconcile(namespace, name, Indexes.of(kwargs), logger, body=_plain(body))
+
+
+def _plain(body: kopf.Body) -> Body:
+    """A kopf Body as plain, mutable dicts."""
+    import copy
+
+    return copy.deepcopy(dict(body))
 
 
 @kopf.on.event("", "v1", "pods", labels={b.L_WORKLOAD: kopf.PRESENT})
