@@ -244,6 +244,6 @@ def _same_quantity(a: Any, b: Any) -> bool:
     from kubernetes.utils import parse_quantity
 
     try:
-        return bool(parse_quantity(a) == parse_quantity(b))
+        return bool(parse_quantity(a) == parse_quantity(b))  # type: ignore[no-untyped-call]
     except (ValueError, TypeError):
         return False

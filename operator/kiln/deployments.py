@@ -94,11 +94,12 @@ def _blocked(dep: Body, reason: str, msg: str) -> None:
     gen = dep["metadata"].get("generation")
     kopf.warn(dep, reason=reason, message=msg)
     old = dep.get("status") or {}
-    _write_status(dep, {**{k: v for k, v in old.items() if k in ("artifact", "replicas", "readyReplicas", "history")}},
-                  [cond.condition("Ready", False, reason, msg, gen),
-                   cond.condition("Progressing", False, reason, msg, gen),
-                   cond.get(old.get("conditions"), "Available")
-                   or cond.condition("Available", False, reason, msg, gen)])
+    kept = {k: v for k, v in old.items() if k in ("artifact", "replicas", "readyReplicas", "history")}
+    kube.write_status("deployments", dep, kept, [
+        cond.condition("Ready", False, reason, msg, gen),
+        cond.condition("Progressing", False, reason, msg, gen),
+        cond.get(old.get("conditions"), "Available") or cond.condition("Available", False, reason, msg, gen),
+    ])
 
 
 def _reconcile(dep: Body, logger: logging.Logger) -> None:
@@ -149,7 +150,7 @@ def _reconcile(dep: Body, logger: logging.Logger) -> None:
                   kube.policy().delete_namespaced_pod_disruption_budget, "PodDisruptionBudget", name)
 
     conditions, ready = rollout_conditions(apps, replicas, gen)
-    _write_status(dep, {"artifact": {"name": art_name, "specDigest": digest}, "replicas": replicas,
+    kube.write_status("deployments", dep, {"artifact": {"name": art_name, "specDigest": digest}, "replicas": replicas,
                         "readyReplicas": ready, "history": history}, conditions)
 
 
@@ -211,16 +212,6 @@ def _ensure_child(dep: Body, desired: Body | None, read: Any, create: Any, patch
         raise kube.ChildConflict(f"{kind} {name} exists and is not owned by this Deployment")
     elif b.drift(desired["spec"], kube.api_client().sanitize_for_serialization(live)["spec"]):
         patch(name, ns, {"spec": desired["spec"]})
-
-
-def _write_status(dep: Body, fields: Body, conditions: list[cond.Condition]) -> None:
-    meta = dep["metadata"]
-    old = dep.get("status") or {}
-    new = {**fields, "observedGeneration": meta.get("generation"),
-           "conditions": cond.merge(old.get("conditions"), conditions)}
-    if all(old.get(k) == v for k, v in new.items()):
-        return
-    kube.patch_kiln_status("deployments", meta["namespace"], meta["name"], new)
 
 
 # --- triggers ----------------------------------------------------------------------------------

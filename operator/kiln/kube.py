@@ -12,6 +12,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from kiln.builders import GROUP, VERSION
+from kiln.conditions import merge
 
 Body = dict[str, Any]
 
@@ -58,6 +59,20 @@ def get_kiln(plural: str, namespace: str, name: str) -> Body | None:
 def patch_kiln_status(plural: str, namespace: str, name: str, status: Body) -> None:
     custom().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name,
                                                    {"status": status})
+
+
+def write_status(plural: str, obj: Body, fields: Body, conditions: list[dict[str, Any]]) -> None:
+    """Set an object's status to ``fields`` plus ``observedGeneration`` and the whole conditions list,
+    patching only when something changed: an idle resync writes nothing."""
+    meta = obj["metadata"]
+    old = obj.get("status") or {}
+    new = {**fields, "observedGeneration": meta.get("generation"),
+           "conditions": merge(old.get("conditions"), conditions)}
+    if all(old.get(k) == v for k, v in new.items()):
+        return
+    # A merge patch: fields set before but absent now are cleared explicitly.
+    new.update({k: None for k in old if k not in new})
+    patch_kiln_status(plural, meta["namespace"], meta["name"], new)
 
 
 def ignore(*codes: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

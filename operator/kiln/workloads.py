@@ -146,7 +146,7 @@ def _reconcile(workload: Body, artifact: Body | None, observed: Observed, logger
     art_name = artifact_name(workload)
     if artifact is None:
         msg = f"Artifact {art_name} not found in namespace {ns}; the workload starts once it exists"
-        _write_status(workload, {
+        kube.write_status("workloads", workload, {
             "state": "Pending", "replicas": 0, "readyReplicas": 0,
             "artifact": {"name": art_name},
         }, [
@@ -162,7 +162,7 @@ def _reconcile(workload: Body, artifact: Body | None, observed: Observed, logger
         digest = spec_digest(artifact["spec"])
     except pydantic.ValidationError as e:
         msg = f"Artifact {art_name} is invalid: {e.errors()[0]['msg']}"
-        _write_status(workload, {**(workload.get("status") or {})}, [
+        kube.write_status("workloads", workload, {**(workload.get("status") or {})}, [
             cond.condition("Ready", False, "InvalidArtifact", msg, gen),
             cond.condition("Available", bool(observed.pods), "InvalidArtifact", msg, gen),
             cond.condition("Progressing", False, "InvalidArtifact", msg, gen),
@@ -230,7 +230,7 @@ def _reconcile(workload: Body, artifact: Body | None, observed: Observed, logger
     if conflict:
         ok, reason, msg = False, "NameConflict", conflict
     done = ok and not stale and len(current) == replicas
-    _write_status(workload, {
+    kube.write_status("workloads", workload, {
         "state": state, "replicas": replicas, "readyReplicas": ready,
         "artifact": {"name": art_name, "lifecycle": artifact["spec"].get("lifecycle", "Draft"),
                      "specDigest": digest},
@@ -280,21 +280,6 @@ def _ensure_service(workload: Body, art_name: str, containers: list[Body], have:
 
 def _port(p: Body) -> tuple[Any, ...]:
     return (p.get("name"), p.get("port"), p.get("targetPort"), p.get("protocol"))
-
-
-def _write_status(workload: Body, fields: Body, conditions: list[cond.Condition]) -> None:
-    """Patch status only when something changed: an idle resync writes nothing."""
-    meta = workload["metadata"]
-    old = workload.get("status") or {}
-    new = {**fields, "observedGeneration": meta.get("generation"),
-           "conditions": cond.merge(old.get("conditions"), conditions)}
-    if all(old.get(k) == v for k, v in new.items()):
-        return
-    # A merge patch: fields absent from ``new`` but set before (restartedAt) are cleared explicitly.
-    for k in old:
-        if k not in new:
-            new[k] = None
-    kube.patch_kiln_status("workloads", meta["namespace"], meta["name"], new)
 
 
 # --- triggers ----------------------------------------------------------------------------------
