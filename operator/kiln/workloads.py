@@ -200,7 +200,7 @@ def _reconcile(workload: Body, artifact: Body | None, observed: Observed, logger
         pod = b.workload_pod(name, art_name, containers, digest, rev, i)
         pod["metadata"]["ownerReferences"] = [owner]
         try:
-            kube.core().create_namespaced_pod(ns, pod)
+            kube.core().create_namespaced_pod(ns, pod, _preload_content=False)  # the reply is not needed
             created += 1
         except ApiException as e:
             if e.status != 409:  # 409: exists already, or the replaced one is still terminating
@@ -223,7 +223,7 @@ def _reconcile(workload: Body, artifact: Body | None, observed: Observed, logger
         msg = "stopped as requested" if ok else f"stopping: {len(observed.pods)} pod(s) left"
     elif ready == replicas:
         state, ok, reason, msg = "Running", True, "PodsReady", f"{ready}/{replicas} pods ready"
-    elif current:
+    elif current or created:
         state, ok, reason, msg = "Starting", False, "PodsNotReady", f"{ready}/{replicas} pods ready"
     else:
         state, ok, reason, msg = "Pending", False, "PodsCreating", f"creating {replicas} pod(s)"
@@ -247,7 +247,8 @@ def _reconcile(workload: Body, artifact: Body | None, observed: Observed, logger
 
 def _delete_pods(namespace: str, pods: list[Body], grace: int | None) -> None:
     for p in pods:
-        kube.ignore(404)(kube.core().delete_namespaced_pod)(p["name"], namespace, grace_period_seconds=grace)
+        kube.ignore(404)(kube.core().delete_namespaced_pod)(p["name"], namespace, grace_period_seconds=grace,
+                                                            _preload_content=False)
 
 
 def _ensure_service(workload: Body, art_name: str, containers: list[Body], have: Body | None) -> None:
@@ -300,11 +301,24 @@ def _plain(body: kopf.Body) -> Body:
 
 
 @kopf.on.event("", "v1", "pods", labels={b.L_WORKLOAD: kopf.PRESENT})
-def pod_event(namespace: str, labels: dict[str, str], type: str | None, logger: logging.Logger,
-              **kwargs: Any) -> None:
+def pod_event(namespace: str, uid: str, labels: dict[str, str], type: str | None, status: Body, meta: Body,
+              logger: logging.Logger, **kwargs: Any) -> None:
+    """A pod's readiness, failure or deletion matters to its Workload; scheduling and the like do not."""
     if type is None:  # the initial listing: the workloads' resume handlers cover it
         return
+    if type == "DELETED":
+        _pods_seen.pop(uid, None)
+    else:
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        state = (ready, status.get("phase"), bool(meta.get("deletionTimestamp")))
+        before = _pods_seen.get(uid)
+        _pods_seen[uid] = state
+        if state == before or (before is None and state == (False, "Pending", False)):
+            return  # nothing the Workload's status or pods depend on has changed
     reconcile(namespace, labels[b.L_WORKLOAD], Indexes.of(kwargs), logger)
+
+
+_pods_seen: dict[str, tuple[bool, str | None, bool]] = {}
 
 
 @kopf.on.event("", "v1", "services", labels={b.L_WORKLOAD: kopf.PRESENT})
