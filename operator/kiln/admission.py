@@ -1,8 +1,8 @@
-"""Admission webhooks: validation with messages that name the object and the field.
+"""Admission webhooks: validation with messages that name the object and the field, and the
+mutations that record who registered an artifact or changed a Deployment.
 
-Handlers that need no API call are coroutines: they run in kopf's event loop, not in its thread
-pool, so the reconcilers' work never queues in front of an admission review (kept well under the
-webhook timeout).
+Handlers are plain functions of a :class:`Review`; :mod:`kiln.webhook` serves them over TLS in a
+process of its own, so a review never waits behind the reconcilers.
 
 The CRD schemas and CEL rules hold even while the operator is down; the webhooks add clear
 messages and cross-object checks. They look at ``spec`` only: the operator's own writes
@@ -11,9 +11,12 @@ messages and cross-object checks. They look at ``spec`` only: the operator's own
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-import kopf
 import pydantic
 
 from kiln import builders as b
@@ -64,6 +67,52 @@ REGISTRATION_MATCH = [
 ]
 
 
+class Denied(Exception):
+    """An admission review's answer: not allowed, with a message naming the object and the field."""
+
+    def __init__(self, message: str, code: int = 422) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Review:
+    """What a handler sees of an AdmissionReview request."""
+
+    operation: str
+    name: str
+    namespace: str
+    obj: Body  # the new object, or the old one for DELETE
+    old: Body | None
+    username: str
+
+    @classmethod
+    def of(cls, request: Body) -> Review:
+        obj = request.get("object") or request.get("oldObject") or {}
+        return cls(operation=request["operation"], name=request.get("name") or obj["metadata"].get("name", ""),
+                   namespace=request.get("namespace") or "", obj=obj, old=request.get("oldObject"),
+                   username=str((request.get("userInfo") or {}).get("username") or "unknown"))
+
+    @property
+    def spec(self) -> Body:
+        return dict(self.obj.get("spec") or {})
+
+    @property
+    def old_spec(self) -> Body:
+        return dict((self.old or {}).get("spec") or {})
+
+    def annotations(self, old: bool = False) -> Body:
+        return dict((((self.old or {}) if old else self.obj).get("metadata") or {}).get("annotations") or {})
+
+    @property
+    def spec_changed(self) -> bool:
+        return self.operation == "CREATE" or self.old_spec != self.spec
+
+
+# A mutating handler returns the changes to make: {"annotations": {key: value or None}, "spec": {...}}.
+Changes = dict[str, dict[str, Any]]
+
+
 def _errors(model: type[pydantic.BaseModel], spec: Body, kind: str, name: str) -> None:
     try:
         model.model_validate(spec)
@@ -71,108 +120,125 @@ def _errors(model: type[pydantic.BaseModel], spec: Body, kind: str, name: str) -
         problems = "; ".join(
             f"spec.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" if err["loc"] else err["msg"]
             for err in e.errors())
-        raise kopf.AdmissionError(f"{kind} {name}: {problems}", code=422) from None
+        raise Denied(f"{kind} {name}: {problems}") from None
 
 
-@kopf.on.validate(b.GROUP, b.VERSION, "artifacts", id="validate-artifact",
-                  operations=["CREATE", "UPDATE", "DELETE"])
-async def validate_artifact(body: Body, old: Body | None, name: str, namespace: str, operation: str,
-                      deployments_by_artifact: kopf.Index[tuple[str, str], str], **_: Any) -> None:
-    if operation == "DELETE":
-        users = sorted(set(deployments_by_artifact.get((namespace, name), [])))
+def validate_artifact(r: Review) -> None:
+    if r.operation == "DELETE":
+        users = sorted(d["metadata"]["name"] for d in kube.list_kiln("deployments", r.namespace)
+                       if ((d.get("spec") or {}).get("artifactRef") or {}).get("name") == r.name)
         if users:
-            raise kopf.AdmissionError(
-                f"Artifact {name} is in use by Deployment {', '.join(users)} (deployments.kiln.dev): "
-                f"switch or delete {'it' if len(users) == 1 else 'them'} first", code=409)
+            raise Denied(f"Artifact {r.name} is in use by Deployment {', '.join(users)} (deployments.kiln.dev): "
+                         f"switch or delete {'it' if len(users) == 1 else 'them'} first", code=409)
         return
-    spec = dict(body.get("spec") or {})
-    _errors(ArtifactSpec, spec, "Artifact", name)
-    before = dict((old or {}).get("spec") or {})
-    if operation != "UPDATE" or before.get("lifecycle") != "Registered":
+    _errors(ArtifactSpec, r.spec, "Artifact", r.name)
+    if r.operation != "UPDATE" or r.old_spec.get("lifecycle") != "Registered":
         return
-    if spec.get("lifecycle") != "Registered":
-        raise kopf.AdmissionError(f"Artifact {name} is Registered: spec.lifecycle cannot return to Draft; "
-                                  "create a new Artifact to iterate on", code=422)
-    changed = changed_paths(locked_spec(before), locked_spec(spec))
+    if r.spec.get("lifecycle") != "Registered":
+        raise Denied(f"Artifact {r.name} is Registered: spec.lifecycle cannot return to Draft; "
+                     "create a new Artifact to iterate on")
+    changed = changed_paths(locked_spec(r.old_spec), locked_spec(r.spec))
     if changed:
-        raise kopf.AdmissionError(
-            f"Artifact {name} is Registered and its spec is locked: {', '.join(changed)} changed "
-            "(only spec.displayName and spec.description may change; create a new Artifact instead)",
-            code=422)
+        raise Denied(f"Artifact {r.name} is Registered and its spec is locked: {', '.join(changed)} changed "
+                     "(only spec.displayName and spec.description may change; create a new Artifact instead)")
 
 
-@kopf.on.mutate(b.GROUP, b.VERSION, "artifacts", id="record-registration", operations=["CREATE", "UPDATE"])
-async def record_registration(body: Body, old: Body | None, patch: kopf.Patch, userinfo: dict[str, Any],
-                        **_: Any) -> None:
+def record_registration(r: Review) -> Changes:
     """Record who registered an artifact, and when, from the admission request: never from input."""
-    registering = (body.get("spec") or {}).get("lifecycle") == "Registered" and \
-        ((old or {}).get("spec") or {}).get("lifecycle") != "Registered"
-    before = ((old or {}).get("metadata") or {}).get("annotations") or {}
-    recorded = {A_REGISTERED_BY: str(userinfo.get("username") or "unknown"), A_REGISTERED_AT: now()} \
-        if registering else {k: before.get(k) for k in (A_REGISTERED_BY, A_REGISTERED_AT)}
-    current = (body.get("metadata") or {}).get("annotations") or {}
-    for key, value in recorded.items():
-        if current.get(key) != value:
-            patch.setdefault("metadata", {}).setdefault("annotations", {})[key] = value
+    registering = r.spec.get("lifecycle") == "Registered" and r.old_spec.get("lifecycle") != "Registered"
+    before = r.annotations(old=True)
+    recorded = {A_REGISTERED_BY: r.username, A_REGISTERED_AT: now()} if registering \
+        else {k: before.get(k) for k in (A_REGISTERED_BY, A_REGISTERED_AT)}
+    current = r.annotations()
+    return {"annotations": {k: v for k, v in recorded.items() if current.get(k) != v}}
 
 
-@kopf.on.validate(b.GROUP, b.VERSION, "workloads", id="validate-workload", operations=["CREATE", "UPDATE"])
-async def validate_workload(spec: Body, old: Body | None, name: str, operation: str, **_: Any) -> None:
-    _errors(WorkloadSpec, dict(spec), "Workload", name)
-    if operation == "UPDATE" and old is not None:
-        before = (old.get("spec") or {}).get("artifact")
-        if before is not None and dict(spec).get("artifact") != before:
-            raise kopf.AdmissionError(
-                f"Workload {name}: spec.artifact is a creation shortcut and cannot change; "
-                f"edit Artifact {name} instead (kubectl edit artifact.kiln.dev {name})", code=422)
+def validate_workload(r: Review) -> None:
+    _errors(WorkloadSpec, r.spec, "Workload", r.name)
+    before = r.old_spec.get("artifact")
+    if r.operation == "UPDATE" and before is not None and r.spec.get("artifact") != before:
+        raise Denied(f"Workload {r.name}: spec.artifact is a creation shortcut and cannot change; "
+                     f"edit Artifact {r.name} instead (kubectl edit artifact.kiln.dev {r.name})")
 
 
-def _spec_changed(operation: str, body: Body, old: Body | None) -> bool:
-    return operation == "CREATE" or (old or {}).get("spec") != body.get("spec")
-
-
-@kopf.on.mutate(b.GROUP, b.VERSION, "deployments", id="audit-deployment", operations=["CREATE", "UPDATE"])
-def audit_deployment(body: Body, old: Body | None, operation: str, patch: kopf.Patch, userinfo: dict[str, Any],
-                     namespace: str, **_: Any) -> None:
+def audit_deployment(r: Review) -> Changes:
     """Fill artifactRef from workloadRef, and record who made each change of the spec."""
-    spec = dict(body.get("spec") or {})
-    annotations = (body.get("metadata") or {}).get("annotations") or {}
-    if _spec_changed(operation, body, old):
-        actor: Any = str(userinfo.get("username") or "unknown")
-    else:  # metadata-only updates (and the operator's own) keep the record as it was
-        actor = ((old or {}).get("metadata", {}).get("annotations") or {}).get(A_CHANGED_BY)
-    if annotations.get(A_CHANGED_BY) != actor:
-        patch.setdefault("metadata", {}).setdefault("annotations", {})[A_CHANGED_BY] = actor
-    if not (spec.get("artifactRef") or {}).get("name") and (spec.get("workloadRef") or {}).get("name"):
-        wl_name = spec["workloadRef"]["name"]
-        wl = kube.get_kiln("workloads", namespace, wl_name)
+    # Metadata-only updates (and the operator's own) keep the record as it was.
+    actor = r.username if r.spec_changed else r.annotations(old=True).get(A_CHANGED_BY)
+    changes: Changes = {"annotations": {A_CHANGED_BY: actor} if r.annotations().get(A_CHANGED_BY) != actor
+                        else {}}
+    wl_name = (r.spec.get("workloadRef") or {}).get("name")
+    if not (r.spec.get("artifactRef") or {}).get("name") and wl_name:
+        wl = kube.get_kiln("workloads", r.namespace, wl_name)
         if wl is None:
-            raise kopf.AdmissionError(f"spec.workloadRef: Workload {wl_name} not found in namespace {namespace}",
-                                      code=422)
+            raise Denied(f"spec.workloadRef: Workload {wl_name} not found in namespace {r.namespace}")
         art = ((wl.get("spec") or {}).get("artifactRef") or {}).get("name") or wl_name
-        patch.setdefault("spec", {})["artifactRef"] = {"name": art}
+        changes["spec"] = {"artifactRef": {"name": art}}
+    return changes
 
 
-@kopf.on.validate(b.GROUP, b.VERSION, "deployments", id="validate-deployment", operations=["CREATE", "UPDATE"])
-def validate_deployment(body: Body, old: Body | None, operation: str, name: str, namespace: str,
-                        **_: Any) -> None:
-    if not _spec_changed(operation, body, old):
+def validate_deployment(r: Review) -> None:
+    if not r.spec_changed:
         return  # metadata, finalizers: never block the operator's own writes
-    spec = dict(body.get("spec") or {})
-    _errors(DeploymentSpec, spec, "Deployment", name)
-    art_name = (spec.get("artifactRef") or {}).get("name")
+    _errors(DeploymentSpec, r.spec, "Deployment", r.name)
+    art_name = (r.spec.get("artifactRef") or {}).get("name")
     if not art_name:
-        raise kopf.AdmissionError(f"Deployment {name}: spec.artifactRef is required "
-                                  "(or a spec.workloadRef to take it from)", code=422)
-    artifact = kube.get_kiln("artifacts", namespace, art_name)
+        raise Denied(f"Deployment {r.name}: spec.artifactRef is required (or a spec.workloadRef to take it from)")
+    artifact = kube.get_kiln("artifacts", r.namespace, art_name)
     if artifact is None:
-        raise kopf.AdmissionError(f"Deployment {name}: spec.artifactRef: Artifact {art_name} not found "
-                                  f"in namespace {namespace}", code=422)
+        raise Denied(f"Deployment {r.name}: spec.artifactRef: Artifact {art_name} not found "
+                     f"in namespace {r.namespace}")
     if (artifact.get("spec") or {}).get("lifecycle") != "Registered":
-        raise kopf.AdmissionError(
-            f"Deployment {name}: Artifact {art_name} is Draft; register it first: kubectl patch "
-            f"artifact.kiln.dev {art_name} --type merge -p '{{\"spec\":{{\"lifecycle\":\"Registered\"}}}}'",
-            code=422)
+        raise Denied(f"Deployment {r.name}: Artifact {art_name} is Draft; register it first: kubectl patch "
+                     f"artifact.kiln.dev {art_name} --type merge -p '{{\"spec\":{{\"lifecycle\":\"Registered\"}}}}'")
+
+
+# The webhook paths. Handlers that make API calls run in a thread of the webhook server.
+HANDLERS: dict[str, Callable[[Review], Changes | None]] = {
+    "validate-artifact": validate_artifact,
+    "record-registration": record_registration,
+    "validate-workload": validate_workload,
+    "audit-deployment": audit_deployment,
+    "validate-deployment": validate_deployment,
+}
+CALLS_API = {"validate-artifact", "audit-deployment", "validate-deployment"}
+
+
+def json_patch(obj: Body, changes: Changes) -> list[Body]:
+    """RFC 6902 operations that apply a handler's changes to the object under review."""
+    ops: list[Body] = []
+    annotations = (obj.get("metadata") or {}).get("annotations")
+    wanted = {k: v for k, v in changes.get("annotations", {}).items()}
+    if wanted:
+        if annotations is None:
+            ops.append({"op": "add", "path": "/metadata/annotations",
+                        "value": {k: v for k, v in wanted.items() if v is not None}})
+        else:
+            for k, v in wanted.items():
+                path = "/metadata/annotations/" + k.replace("~", "~0").replace("/", "~1")
+                if v is None:
+                    if k in annotations:
+                        ops.append({"op": "remove", "path": path})
+                else:
+                    ops.append({"op": "add", "path": path, "value": v})
+    for k, v in changes.get("spec", {}).items():
+        ops.append({"op": "add", "path": f"/spec/{k}", "value": v})
+    return ops
+
+
+def answer(hook: str, request: Body) -> Body:
+    """The AdmissionReview response to one request (blocking: call it from a thread if CALLS_API)."""
+    response: Body = {"uid": request.get("uid", ""), "allowed": True}
+    try:
+        r = Review.of(request)
+        changes = HANDLERS[hook](r)
+    except Denied as e:
+        return {**response, "allowed": False, "status": {"code": e.code, "message": str(e)}}
+    ops = json_patch(r.obj, changes) if changes else []
+    if ops:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(ops).encode()).decode()
+    return response
 
 
 def _webhooks(hooks: dict[str, tuple[str, list[str]]], client_config: Body, **extra: Any) -> list[Body]:

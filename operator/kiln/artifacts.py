@@ -58,10 +58,13 @@ def desired_status(body: Body) -> Body:
 @kopf.on.resume(*ARTIFACTS)
 @kopf.on.create(*ARTIFACTS)
 @kopf.on.update(*ARTIFACTS)
-def artifact_changed(body: Body, namespace: str, name: str, logger: logging.Logger, **kwargs: Any) -> None:
+def artifact_changed(body: Body, namespace: str, name: str, reason: str, logger: logging.Logger,
+                     **kwargs: Any) -> None:
     # A Workload waiting for this Artifact starts; one running an older draft restarts. This comes
-    # first, so that status.observedGeneration says the change has been acted upon.
-    workloads.reconcile_users(namespace, name, workloads.Indexes.of(kwargs), logger)
+    # first, so that status.observedGeneration says the change has been acted upon. (On resume the
+    # Workloads' own resume handlers do it.)
+    if reason != "resume":
+        workloads.reconcile_users(namespace, name, workloads.Indexes.of(kwargs), logger)
     old = dict(body.get("status") or {})
     new = desired_status(dict(body))
     if any(old.get(k) != v for k, v in new.items()):

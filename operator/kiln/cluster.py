@@ -132,7 +132,7 @@ def _write_pki(paths: Paths) -> None:
     ca = trustme.CA(organization_name="kiln local cluster")
     ca.cert_pem.write_to_path(str(p / "ca.crt"))
     ca.private_key_pem.write_to_path(str(p / "ca.key"))
-    serving = ca.issue_cert(HOST, "10.0.0.1", "localhost", "kubernetes", "kubernetes.default",
+    serving = ca.issue_cert(HOST, "10.96.0.1", "localhost", "kubernetes", "kubernetes.default",
                             "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
                             common_name="kube-apiserver")
     serving.cert_chain_pems[0].write_to_path(str(p / "apiserver.crt"))
@@ -288,7 +288,7 @@ def _start_all(paths: Paths, bindir: Path, ports: dict[str, int], record: Any,
         f"--client-ca-file={p / 'ca.crt'}",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={p / 'sa.pub'}", f"--service-account-signing-key-file={p / 'sa.key'}",
-        "--service-cluster-ip-range=10.0.0.0/24", "--authorization-mode=Node,RBAC",
+        "--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=Node,RBAC",
         "--enable-priority-and-fairness=false", "--max-requests-inflight=0",
         "--max-mutating-requests-inflight=0", "--profiling=false"], paths))
     ctx = _ssl_context(paths)

@@ -20,12 +20,6 @@ DEPLOYMENTS = (b.GROUP, b.VERSION, "deployments")
 A_CHANGED_BY = "kiln.dev/changed-by"
 
 
-@kopf.index(*DEPLOYMENTS)
-def deployments_by_artifact(namespace: str, name: str, spec: Body, **_: Any) -> dict[tuple[str, str], str] | None:
-    ref = (spec.get("artifactRef") or {}).get("name")
-    return {(namespace, ref): name} if ref else None
-
-
 def history_entries(dep: Body, art_name: str, digest: str, replicas: int, at: str) -> list[Body]:
     """What changed since the last audited state: creation, an artifact switch, a scale (pure)."""
     history = (dep.get("status") or {}).get("history") or []

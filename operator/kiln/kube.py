@@ -56,6 +56,10 @@ def get_kiln(plural: str, namespace: str, name: str) -> Body | None:
         raise
 
 
+def list_kiln(plural: str, namespace: str) -> list[Body]:
+    return list(custom().list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"])
+
+
 def patch_kiln_status(plural: str, namespace: str, name: str, status: Body) -> None:
     custom().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name,
                                                    {"status": status})
@@ -73,6 +77,16 @@ def write_status(plural: str, obj: Body, fields: Body, conditions: list[dict[str
     # A merge patch: fields set before but absent now are cleared explicitly.
     new.update({k: None for k in old if k not in new})
     patch_kiln_status(plural, meta["namespace"], meta["name"], new)
+
+
+def reason(e: ApiException) -> str:
+    """The API server's message from an error, for a condition."""
+    import json
+
+    try:
+        return str(json.loads(e.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"{e.status} {e.reason}"
 
 
 def ignore(*codes: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -210,12 +210,15 @@ def _reconcile(workload: Body, artifact: Body | None, observed: Observed, logger
     elif created and running and status.get("state") == "Stopped":
         kopf.info(workload, reason="Started", message=f"started {created} pod(s)")
 
+    problem: tuple[str, str] | None = None
     try:
         _ensure_service(workload, art_name, containers if running else [], observed.service)
-        conflict = None
     except kube.ChildConflict as e:
-        conflict = str(e)
-        kopf.warn(workload, reason="NameConflict", message=conflict)
+        problem = ("NameConflict", str(e))
+    except ApiException as e:  # reported below; the pods run meanwhile, and a retry follows
+        problem = ("ServiceFailed", f"Service {b.workload_service_name(name)}: {kube.reason(e)}")
+    if problem:
+        kopf.warn(workload, reason=problem[0], message=problem[1])
 
     ready = sum(1 for p in current.values() if p["ready"] and p not in failed)
     if not running:
@@ -227,8 +230,8 @@ def _reconcile(workload: Body, artifact: Body | None, observed: Observed, logger
         state, ok, reason, msg = "Starting", False, "PodsNotReady", f"{ready}/{replicas} pods ready"
     else:
         state, ok, reason, msg = "Pending", False, "PodsCreating", f"creating {replicas} pod(s)"
-    if conflict:
-        ok, reason, msg = False, "NameConflict", conflict
+    if problem:
+        ok, (reason, msg) = False, problem
     done = ok and not stale and len(current) == replicas
     kube.write_status("workloads", workload, {
         "state": state, "replicas": replicas, "readyReplicas": ready,
@@ -243,6 +246,8 @@ def _reconcile(workload: Body, artifact: Body | None, observed: Observed, logger
         cond.condition("Progressing", not done, "Converging" if not done else "Converged",
                        msg if not done else f"revision {rev} is rolled out", gen),
     ])
+    if problem and problem[0] == "ServiceFailed":
+        raise kopf.TemporaryError(problem[1], delay=10)
 
 
 def _delete_pods(namespace: str, pods: list[Body], grace: int | None) -> None:
@@ -330,20 +335,23 @@ def service_event(namespace: str, labels: dict[str, str], type: str | None, logg
 
 
 def reconcile_users(namespace: str, artifact: str, idx: Indexes, logger: logging.Logger) -> None:
-    """Reconcile every Workload that runs this Artifact (a draft change restarts them), in parallel."""
+    """Reconcile every Workload that runs this Artifact (a draft change restarts them), in parallel.
+    One failure does not hold up the others; the Artifact's handler is retried for them."""
     names = sorted(set(idx.workloads.get((namespace, artifact), [])))
+    if not names:
+        return
+    failed: list[str] = []
 
     def one(wl: str) -> None:
         try:
             reconcile(namespace, wl, idx, logger)
-        except ApiException as e:
-            logger.warning(f"reconciling Workload {wl} after a change of Artifact {artifact} failed: {e.reason}")
+        except (ApiException, kopf.TemporaryError) as e:
+            logger.warning(f"reconciling Workload {wl} after a change of Artifact {artifact} failed: {e}")
+            failed.append(wl)
 
-    if len(names) <= 1:
-        for wl in names:
-            one(wl)
-        return
     # kopf's context (for its Events and logs) goes along into each thread, one copy each.
     parent = contextvars.copy_context()
-    with ThreadPoolExecutor(max_workers=min(USERS_PARALLELISM, len(names))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(USERS_PARALLELISM, len(names)))) as pool:
         list(pool.map(lambda wl: parent.copy().run(one, wl), names))
+    if failed:
+        raise kopf.TemporaryError(f"Workload(s) {', '.join(sorted(failed))} not yet reconciled", delay=10)

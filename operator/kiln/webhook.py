@@ -1,0 +1,69 @@
+"""The admission webhook server: `python -m kiln.webhook`, a process of its own next to the operator.
+
+Admission reviews are answered in this process's event loop, never queued behind the reconcilers'
+work, which keeps them fast under load (the API server waits for them on every write).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import ssl
+import sys
+
+from aiohttp import web
+
+from kiln import admission
+
+log = logging.getLogger("kiln.webhook")
+
+
+async def review(request: web.Request) -> web.Response:
+    hook = request.match_info["hook"]
+    if hook not in admission.HANDLERS:
+        return web.json_response({"error": f"no webhook {hook}"}, status=404)
+    try:
+        body = await request.json()
+        req = body["request"]
+    except (ValueError, KeyError, TypeError):
+        return web.json_response({"error": "expected an AdmissionReview"}, status=400)
+    if hook in admission.CALLS_API:
+        response = await asyncio.to_thread(admission.answer, hook, req)
+    else:
+        response = admission.answer(hook, req)
+    if not response["allowed"]:
+        log.info(f"{hook}: denied {req.get('operation')} {req.get('namespace')}/{req.get('name')}: "
+                 f"{response['status']['message']}")
+    return web.json_response({"apiVersion": body.get("apiVersion", "admission.k8s.io/v1"),
+                              "kind": "AdmissionReview", "response": response})
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+def app() -> web.Application:
+    a = web.Application(client_max_size=8 * 1024 * 1024)
+    a.router.add_post("/{hook}", review)
+    a.router.add_get("/healthz", healthz)
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m kiln.webhook", description=__doc__)
+    p.add_argument("--addr", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--cert", required=True, help="PEM certificate (chain)")
+    p.add_argument("--key", required=True, help="PEM private key")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(args.cert, args.key)
+    web.run_app(app(), host=args.addr, port=args.port, ssl_context=ctx, access_log=None,
+                print=lambda *_: log.info(f"serving admission reviews on https://{args.addr}:{args.port}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
