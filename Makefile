@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup control-plane cluster-up cluster-down crds demo test test-unit lint clean bench
+.PHONY: help setup control-plane helm kstatus cluster-up cluster-down crds manifests chart-lint demo test test-unit lint clean bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -17,10 +17,16 @@ $(BIN)/kiln: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-setup: $(BIN)/kiln control-plane  ## .venv with the kiln command, and the control plane built (cached)
+setup: $(BIN)/kiln control-plane helm kstatus  ## .venv with the kiln command; the control plane, helm and kstatus built (cached)
 
 control-plane:  ## build etcd, kube-*, kubectl and kwok from Go modules (cached by version)
 	@bindir=$$(bash hack/build-control-plane.sh) && ln -sf "$$bindir/kubectl" $(BIN)/kubectl
+
+helm: $(BIN)/kiln  ## build the pinned helm from Go modules (cached by version) into .venv/bin/helm
+	@helm=$$(bash hack/helm/build.sh) && ln -sf "$$helm" $(BIN)/helm
+
+kstatus: $(BIN)/kiln  ## build hack/kstatus (kstatus of an object, for the GitOps tests; cached by version)
+	@kstatus=$$(bash hack/kstatus/build.sh) && ln -sf "$$kstatus" $(BIN)/kstatus
 
 cluster-up: setup  ## start the local control plane on 127.0.0.1
 	$(BIN)/kiln cluster up
@@ -30,6 +36,13 @@ cluster-down:  ## stop it
 
 crds: $(BIN)/kiln  ## regenerate crds/ from the pydantic models
 	$(BIN)/python -m kiln.crds
+
+manifests: helm  ## sync the chart's CRDs, the kustomize base and the Argo CD health checks (deploy/generate.py)
+	$(BIN)/python deploy/generate.py
+
+chart-lint: helm  ## helm lint --strict, hadolint
+	$(BIN)/helm lint --strict charts/kiln
+	$(BIN)/hadolint -c .hadolint.yaml Dockerfile
 
 demo: setup  ## the main job: cluster, CRDs, operator, the tutorial's examples
 	bash hack/demo.sh

@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
 import ssl
 import sys
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -43,10 +46,26 @@ async def healthz(_: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
+async def exit_with_parent(app: web.Application) -> AsyncIterator[None]:
+    """The operator started this process: when it is gone (even killed), so is this one."""
+    parent = os.getppid()
+
+    async def watch() -> None:
+        while os.getppid() == parent:  # noqa: ASYNC110 - polling the kernel, no event to wait on
+            await asyncio.sleep(1)
+        log.warning("the operator process is gone: exiting")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    task = asyncio.create_task(watch())
+    yield
+    task.cancel()
+
+
 def app() -> web.Application:
     a = web.Application(client_max_size=8 * 1024 * 1024)
     a.router.add_post("/{hook}", review)
     a.router.add_get("/healthz", healthz)
+    a.cleanup_ctx.append(exit_with_parent)
     return a
 
 

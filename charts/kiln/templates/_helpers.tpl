@@ -1,0 +1,111 @@
+{{/* The chart's name, and the release's full name (63 characters at most, DNS-1123). */}}
+{{- define "kiln.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kiln.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Cluster-scoped objects (ClusterRole, webhook configurations) are named per release and namespace,
+     so that installs in several namespaces never clash. */}}
+{{- define "kiln.clusterName" -}}
+{{- printf "%s-%s" .Release.Namespace (include "kiln.fullname" .) }}
+{{- end }}
+
+{{- define "kiln.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "kiln.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: kiln
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "kiln.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kiln.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "kiln.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kiln.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "kiln.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "kiln.webhookServiceName" -}}
+{{- printf "%s-webhook" (include "kiln.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kiln.webhookSecretName" -}}
+{{- printf "%s-webhook-tls" (include "kiln.fullname" .) }}
+{{- end }}
+
+{{- define "kiln.webhookCertificateName" -}}
+{{- printf "%s-webhook" (include "kiln.fullname" .) }}
+{{- end }}
+
+{{/*
+The webhooks' CA, certificate and key when the chart makes them (certManager.enabled=false), as the
+Secret's base64 data (ca.crt, tls.crt, tls.key). An existing Secret is reused (lookup), so upgrades
+keep the certificate; otherwise a CA and a certificate for the webhook Service are generated. The
+result is computed once per render (memoised in .Values), so that the Secret, the webhook
+configurations' caBundle and the Deployment's checksum agree.
+*/}}
+{{- define "kiln.webhookTLS" -}}
+{{- if not (hasKey .Values "__kilnWebhookTLS") }}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace (include "kiln.webhookSecretName" .) }}
+{{- $data := dict }}
+{{- if $secret }}
+{{- $data = pick ($secret.data | default dict) "ca.crt" "tls.crt" "tls.key" }}
+{{- end }}
+{{- if not (and (get $data "ca.crt") (get $data "tls.crt") (get $data "tls.key")) }}
+{{- $svc := include "kiln.webhookServiceName" . }}
+{{- $ns := .Release.Namespace }}
+{{- $days := int .Values.webhookCert.validityDays }}
+{{- $ca := genCA (printf "%s-webhook-ca" (include "kiln.fullname" .)) $days }}
+{{- $dns := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) }}
+{{- $cert := genSignedCert (printf "%s.%s.svc" $svc $ns) nil $dns $days $ca }}
+{{- $data = dict "ca.crt" ($ca.Cert | b64enc) "tls.crt" ($cert.Cert | b64enc) "tls.key" ($cert.Key | b64enc) }}
+{{- end }}
+{{- $_ := set .Values "__kilnWebhookTLS" $data }}
+{{- end }}
+{{- toJson (get .Values "__kilnWebhookTLS") }}
+{{- end }}
+
+{{/* The client config of one webhook: the Service, a path, and the caBundle unless cert-manager injects it. */}}
+{{- define "kiln.webhookClientConfig" -}}
+{{- $ := index . 0 }}
+clientConfig:
+  service:
+    name: {{ include "kiln.webhookServiceName" $ }}
+    namespace: {{ $.Release.Namespace }}
+    port: 443
+    path: {{ index . 1 }}
+  {{- if not $.Values.certManager.enabled }}
+  caBundle: {{ get (include "kiln.webhookTLS" $ | fromJson) "ca.crt" }}
+  {{- end }}
+{{- with $.Values.webhooks.namespaceSelector }}
+namespaceSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}

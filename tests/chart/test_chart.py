@@ -1,0 +1,307 @@
+"""The Helm chart, rendered (no cluster): CRDs, schema, lint, webhooks equal to the operator's, RBAC,
+the pod's hardening, and the image it runs (Dockerfile, hadolint)."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+
+from kiln import admission
+from tests.chart.conftest import BIN, CHART, REPO, Helm, Obj, container, kinds, one
+
+NS = "kiln-system"
+
+
+# --- CRDs, lint, schema ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("copy", [CHART / "crds", REPO / "deploy" / "kustomize" / "base" / "crds"],
+                         ids=["chart", "kustomize"])
+def test_crds_are_byte_for_byte_those_of_crds_dir(copy: Path) -> None:
+    source = {p.name: p.read_bytes() for p in (REPO / "crds").glob("*.yaml")}
+    assert source, "crds/ is empty"
+    copied = {p.name: p.read_bytes() for p in copy.glob("*")}
+    assert copied.keys() == source.keys(), "run `make manifests`"
+    for name, data in source.items():
+        assert copied[name] == data, f"{copy.relative_to(REPO)}/{name} differs from crds/{name}: run `make manifests`"
+
+
+@pytest.mark.parametrize("values", [
+    [],
+    ["--set", "certManager.enabled=true"],
+    ["--set", "certManager.enabled=true", "--set", "certManager.issuerRef.name=corp-ca",
+     "--set", "certManager.issuerRef.kind=ClusterIssuer"],
+    ["--set", "webhooks.enabled=false", "--set", "watchNamespaces={team-a,team-b}"],
+    ["--set", "serviceAccount.create=false", "--set", "serviceAccount.name=kiln", "--set", "rbac.create=false"],
+], ids=["defaults", "cert-manager", "issuer-ref", "no-webhooks", "own-sa"])
+def test_helm_lint_strict(helm: Helm, values: list[str]) -> None:
+    out = helm.run("lint", "--strict", str(CHART), *values).stdout
+    assert "1 chart(s) linted, 0 chart(s) failed" in out, out
+    assert "[WARNING]" not in out and "[ERROR]" not in out, out
+
+
+@pytest.mark.parametrize(("values", "complaint"), [
+    (["--set", "bogus=1"], "bogus"),
+    (["--set", "image.bogus=1"], "bogus"),
+    (["--set", "webhooks.failurePolicy=Ignore"], "failurePolicy"),
+    (["--set", "webhooks.port=80"], "port"),
+    (["--set", "image.digest=latest"], "digest"),
+    (["--set", "certManager.issuerRef.kind=Issuer"], "name"),
+    (["--set", "watchNamespaces={Not_A_Namespace}"], "watchNamespaces"),
+    (["--set", "resources.requsts.cpu=1"], "requsts"),
+])
+def test_values_schema_rejects_what_it_does_not_know(helm: Helm, values: list[str], complaint: str) -> None:
+    r = helm.run("template", "kiln", str(CHART), *values, check=False)
+    assert r.returncode != 0, f"{values} was accepted"
+    assert "values don't meet the specifications of the schema" in r.stderr and complaint in r.stderr, r.stderr
+
+
+def test_schema_covers_every_default_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(v: Any, s: dict[str, Any], path: str) -> None:
+        if "$ref" in s:
+            s = schema["definitions"][s["$ref"].rsplit("/", 1)[1]]
+        if isinstance(v, dict) and s.get("properties"):
+            assert s.get("additionalProperties") is False, f"{path or 'values'}: additionalProperties must be false"
+            for k, sub in v.items():
+                assert k in s["properties"], f"{path}.{k} is not in values.schema.json"
+                walk(sub, s["properties"][k], f"{path}.{k}")
+
+    walk(values, schema, "")
+
+
+# --- the webhook configurations are the operator's -------------------------------------------------
+
+
+def _python_configurations(ca: str | None) -> tuple[Obj, Obj]:
+    cc: dict[str, Any] = {"service": {"name": "kiln-webhook", "namespace": NS, "port": 443}}
+    if ca is not None:
+        cc["caBundle"] = ca
+    return admission.webhook_configurations(cc)
+
+
+def test_webhook_configurations_equal_the_operators(helm: Helm) -> None:
+    objs = helm.objects()
+    ca = one(objs, "Secret", "kiln-webhook-tls")["data"]["ca.crt"]
+    validating, mutating = _python_configurations(ca)
+    for kind, want in (("ValidatingWebhookConfiguration", validating), ("MutatingWebhookConfiguration", mutating)):
+        got = one(objs, kind)
+        assert got["metadata"]["name"] == f"{NS}-kiln", "cluster-scoped names carry the release's namespace"
+        assert [w["name"] for w in got["webhooks"]] == [w["name"] for w in want["webhooks"]]
+        for g, w in zip(got["webhooks"], want["webhooks"], strict=True):
+            assert g == w, f"{kind} webhook {w['name']} differs from kiln.admission.webhook_configurations()"
+
+
+def test_webhook_configurations_with_cert_manager(helm: Helm) -> None:
+    objs = helm.objects("--set", "certManager.enabled=true")
+    assert not [o for o in objs if o["kind"] == "Secret"], "cert-manager makes the Secret"
+    validating, mutating = _python_configurations(None)
+    for kind, want in (("ValidatingWebhookConfiguration", validating), ("MutatingWebhookConfiguration", mutating)):
+        got = one(objs, kind)
+        assert got["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": f"{NS}/kiln-webhook"}
+        assert got["webhooks"] == want["webhooks"]
+    cert = one(objs, "Certificate", "kiln-webhook")["spec"]
+    assert cert["secretName"] == "kiln-webhook-tls"
+    assert cert["dnsNames"] == [f"kiln-webhook.{NS}.svc", f"kiln-webhook.{NS}.svc.cluster.local"]
+    assert cert["issuerRef"] == {"name": "kiln-webhook-ca", "kind": "Issuer", "group": "cert-manager.io"}
+    ca = one(objs, "Certificate", "kiln-webhook-ca")["spec"]
+    assert ca["isCA"] is True and ca["issuerRef"]["name"] == "kiln-selfsigned"
+    assert one(objs, "Issuer", "kiln-webhook-ca")["spec"] == {"ca": {"secretName": "kiln-webhook-ca"}}
+    assert one(objs, "Issuer", "kiln-selfsigned")["spec"] == {"selfSigned": {}}
+
+    own = helm.objects("--set", "certManager.enabled=true", "--set", "certManager.issuerRef.name=corp-ca",
+                       "--set", "certManager.issuerRef.kind=ClusterIssuer")
+    assert [o["kind"] for o in own if o["apiVersion"].startswith("cert-manager.io")] == ["Certificate"]
+    assert one(own, "Certificate")["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer"}
+
+
+def test_generated_certificate_serves_the_webhook_service(helm: Helm) -> None:
+    objs = helm.objects()
+    data = one(objs, "Secret", "kiln-webhook-tls")["data"]
+    ca = x509.load_pem_x509_certificate(base64.b64decode(data["ca.crt"]))
+    leaf = x509.load_pem_x509_certificate(base64.b64decode(data["tls.crt"]))
+    leaf.verify_directly_issued_by(ca)
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert f"kiln-webhook.{NS}.svc" in sans and f"kiln-webhook.{NS}.svc.cluster.local" in sans
+    assert leaf.not_valid_after_utc - datetime.datetime.now(datetime.UTC) > datetime.timedelta(days=3000)
+    assert one(objs, "Service", "kiln-webhook")["spec"]["ports"] == [
+        {"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}]
+    annotations = one(objs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/webhook-tls"]), "a new certificate restarts the pod"
+
+
+def test_webhooks_can_be_limited_to_namespaces_or_disabled(helm: Helm, tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    selector = {"matchLabels": {"kiln.dev/enabled": "true"}}
+    values.write_text(yaml.safe_dump({"webhooks": {"namespaceSelector": selector}}))
+    objs = helm.objects("-f", str(values))
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        assert all(w["namespaceSelector"] == selector for w in one(objs, kind)["webhooks"])
+    off = helm.objects("--set", "webhooks.enabled=false")
+    assert kinds(off) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    assert container(off)["args"][0] == "--no-webhooks"
+
+
+# --- RBAC --------------------------------------------------------------------------------------------
+
+# Reviewed against operator/kiln/*.py and kopf 1.45: tests/chart/test_rbac.py runs the operator with
+# exactly these. A change here is a change of the operator's privileges: review it as such.
+EXPECTED_RULES = {
+    ("kiln.dev", "artifacts"): {"get", "list", "watch", "create", "patch"},
+    ("kiln.dev", "workloads"): {"get", "list", "watch", "patch"},
+    ("kiln.dev", "deployments"): {"get", "list", "watch", "patch"},
+    ("kiln.dev", "artifacts/status"): {"patch"},
+    ("kiln.dev", "workloads/status"): {"patch"},
+    ("kiln.dev", "deployments/status"): {"patch"},
+    ("kiln.dev", "workloads/finalizers"): {"update"},
+    ("kiln.dev", "deployments/finalizers"): {"update"},
+    ("", "pods"): {"list", "watch", "create", "delete"},
+    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "events"): {"create"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "update"},
+    ("policy", "poddisruptionbudgets"): {"get", "create", "patch", "delete"},
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+}
+
+
+def _rules(role: Obj) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert set(rule) <= {"apiGroups", "resources", "verbs"}, f"no resourceNames/nonResourceURLs: {rule}"
+        for group in rule["apiGroups"]:
+            for res in rule["resources"]:
+                out.setdefault((group, res), set()).update(rule["verbs"])
+    return out
+
+
+@pytest.mark.parametrize("values", [[], ["--set", "watchNamespaces={team-a}"]], ids=["cluster-wide", "namespaces"])
+def test_cluster_role_is_least_privilege(helm: Helm, values: list[str]) -> None:
+    objs = helm.objects(*values)
+    role = one(objs, "ClusterRole", f"{NS}-kiln")
+    for rule in role["rules"]:
+        for key in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[key], f"wildcard in {rule}"
+        assert all("/" not in g for g in rule["apiGroups"]), f"apiGroups are group names, without versions: {rule}"
+        assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+        assert not {"secrets", "configmaps", "serviceaccounts/token"} & set(rule["resources"]), rule
+    expected = dict(EXPECTED_RULES)
+    if values:  # kopf lists and watches namespaces to serve some of them only
+        expected[("", "namespaces")] = {"list", "watch"}
+    assert _rules(role) == expected
+    binding = one(objs, "ClusterRoleBinding", f"{NS}-kiln")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{NS}-kiln"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kiln", "namespace": NS}]
+    assert one(objs, "ServiceAccount", "kiln")["metadata"]["namespace"] == NS
+
+
+# --- the operator's pod ------------------------------------------------------------------------------
+
+
+def test_deployment_is_one_hardened_standalone_operator(helm: Helm) -> None:
+    objs = helm.objects()
+    dep = one(objs, "Deployment", "kiln")
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}, "kopf runs standalone: never two at once"
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "kiln"
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                                      "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
+    c = container(objs)
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 65532
+    assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]], "a writable /tmp on a read-only root"
+    assert volumes[mounts["/certs"]]["secret"]["secretName"] == "kiln-webhook-tls"
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "healthz"}, probe
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"webhook": 9443, "healthz": 8080}
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+
+
+# --- the image ---------------------------------------------------------------------------------------
+
+
+def _final_stage(dockerfile: str) -> list[str]:
+    """The instructions of the Dockerfile's last stage, continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", dockerfile)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    last_from = max(i for i, ln in enumerate(lines) if ln.upper().startswith("FROM "))
+    return lines[last_from:]
+
+
+def _entrypoint() -> list[str]:
+    stage = _final_stage((REPO / "Dockerfile").read_text())
+    (ep,) = [ln for ln in stage if ln.upper().startswith("ENTRYPOINT ")]
+    value = json.loads(ep.split(None, 1)[1])
+    assert isinstance(value, list), "ENTRYPOINT in exec form"
+    return [str(v) for v in value]
+
+
+def _cli_call(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """What `kiln <argv>` passes to kiln.main.run (not run)."""
+    from kiln import cli, main
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(main, "run", lambda **kw: seen.update(kw) or 0)
+    assert cli.main(argv) == 0
+    return seen
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ([], {"webhook_cert_dir": "/certs", "webhook_port": 9443, "webhooks": True, "namespaces": [],
+          "liveness": "http://0.0.0.0:8080/healthz"}),
+    (["--set", "watchNamespaces={team-a,team-b}", "--set", "webhooks.port=10250", "--set", "liveness.port=9090"],
+     {"webhook_cert_dir": "/certs", "webhook_port": 10250, "webhooks": True, "namespaces": ["team-a", "team-b"],
+      "liveness": "http://0.0.0.0:9090/healthz"}),
+    (["--set", "webhooks.enabled=false"],
+     {"webhook_cert_dir": None, "webhooks": False, "namespaces": [], "liveness": "http://0.0.0.0:8080/healthz"}),
+], ids=["defaults", "namespaces-and-ports", "no-webhooks"])
+def test_container_args_are_the_entrypoints_in_cluster_contract(
+        helm: Helm, monkeypatch: pytest.MonkeyPatch, values: list[str], expected: dict[str, Any]) -> None:
+    objs = helm.objects(*values)
+    c = container(objs)
+    entrypoint = _entrypoint()
+    assert entrypoint == ["kiln", "run"]
+    assert c.get("command") in (None, entrypoint), "the chart sets args only: the image's ENTRYPOINT runs"
+    scripts = __import__("tomllib").loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["kiln"] == "kiln.cli:main"
+    call = _cli_call([*entrypoint[1:], *c["args"]], monkeypatch)
+    assert {k: call[k] for k in expected} == expected
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert expected["liveness"].endswith(f":{ports['healthz']}/healthz")
+    if expected["webhooks"]:
+        assert ports["webhook"] == expected["webhook_port"]
+
+
+def test_dockerfile_is_pinned_multi_stage_and_non_root() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
+    assert len(froms) >= 2, "multi-stage"
+    for image in froms:
+        assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", image), f"pinned slim base: {image}"
+    stage = _final_stage(text)
+    assert "USER 65532:65532" in stage, "runs as the uid the chart sets"
+    assert not [ln for ln in stage if re.search(r"\b(apt-get|gcc|build-essential)\b", ln)], "no build tools at run time"
+    assert any("pip uninstall" in ln for ln in stage), "no installer at run time"
+
+
+def test_hadolint_is_clean() -> None:
+    r = subprocess.run([str(BIN / "hadolint"), "--config", str(REPO / ".hadolint.yaml"), "--no-color",
+                        str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and not r.stdout.strip(), r.stdout + r.stderr
