@@ -13,7 +13,7 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -61,6 +61,34 @@ async def exit_with_parent(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
 
 
+def reload_certificate(ctx: ssl.SSLContext, cert: str, key: str, interval: float = 30.0) -> Callable[
+        [web.Application], AsyncIterator[None]]:
+    """Load a renewed certificate (cert-manager rotates the mounted Secret): new handshakes use it."""
+
+    async def ctx_(app: web.Application) -> AsyncIterator[None]:
+        def stamp() -> tuple[float, float]:
+            return os.stat(cert).st_mtime, os.stat(key).st_mtime
+
+        async def watch() -> None:
+            seen = stamp()
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    now = stamp()
+                    if now != seen:
+                        ctx.load_cert_chain(cert, key)
+                        seen = now
+                        log.info("reloaded the serving certificate")
+                except (OSError, ssl.SSLError) as e:  # mid-rotation: try again next round
+                    log.warning(f"could not reload the serving certificate yet: {e}")
+
+        task = asyncio.create_task(watch())
+        yield
+        task.cancel()
+
+    return ctx_
+
+
 def app() -> web.Application:
     a = web.Application(client_max_size=8 * 1024 * 1024)
     a.router.add_post("/{hook}", review)
@@ -75,11 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--cert", required=True, help="PEM certificate (chain)")
     p.add_argument("--key", required=True, help="PEM private key")
+    p.add_argument("--reload-interval", type=float, default=30.0,
+                   help="seconds between checks for a renewed certificate")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(args.cert, args.key)
-    web.run_app(app(), host=args.addr, port=args.port, ssl_context=ctx, access_log=None,
+    server = app()
+    server.cleanup_ctx.append(reload_certificate(ctx, args.cert, args.key, args.reload_interval))
+    web.run_app(server, host=args.addr, port=args.port, ssl_context=ctx, access_log=None,
                 print=lambda *_: log.info(f"serving admission reviews on https://{args.addr}:{args.port}"))
     return 0
 
