@@ -466,6 +466,9 @@ def build_crd(
     if spec_validations:
         spec["x-kubernetes-validations"] = copy.deepcopy(spec_validations)
     status = model_schema(status_model)
+    # A new object reads back with observedGeneration 0 < generation until the operator has seen it,
+    # so kstatus (Flux) and Argo CD report it in progress rather than current.
+    status["default"] = {"observedGeneration": 0}
     schema: Schema = {
         "description": description,
         "type": "object",

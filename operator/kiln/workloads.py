@@ -139,7 +139,7 @@ def _reconcile(workload: Body, artifact: Body | None, observed: Observed, logger
     meta, spec = workload["metadata"], workload.get("spec") or {}
     status = workload.get("status") or {}
     ns, name, gen = meta["namespace"], meta["name"], meta.get("generation")
-    first_visit = "observedGeneration" not in status
+    first_visit = not status.get("observedGeneration")  # the CRD defaults it to 0
 
     if spec.get("artifact") is not None and artifact is None:
         artifact = ensure_inline_artifact(workload, logger)
