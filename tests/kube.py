@@ -106,6 +106,22 @@ class Operator:
                 return s.connect_ex(("127.0.0.1", int(m.group(1)))) == 0
 
         self.kube.wait(ready, what="the operator to start and serve its webhooks", timeout=60)
+        if "--no-register-webhooks" not in self.args:
+            self.kube.wait(self._webhooks_effective, what="the API server to call the new webhooks", timeout=30)
+
+    def _webhooks_effective(self) -> bool:
+        """The API server picks up new webhook configurations asynchronously: a dry run that only the
+        webhook refuses (a Deployment of a missing artifact) tells when it calls them."""
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.kube.custom.create_namespaced_custom_object(
+                "kiln.dev", "v1alpha1", "default", "deployments",
+                {"apiVersion": "kiln.dev/v1alpha1", "kind": "Deployment", "metadata": {"name": "probe"},
+                 "spec": {"artifactRef": {"name": "kiln-probe-does-not-exist"}}}, dry_run="All")
+        except ApiException as e:
+            return "kiln-probe-does-not-exist not found" in str(e.body)
+        return False
 
     @property
     def webhook_port(self) -> int:

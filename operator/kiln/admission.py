@@ -49,6 +49,12 @@ GOVERNANCE_MUTATING: dict[str, tuple[str, list[str]]] = {
 A_CHANGED_BY = "kiln.dev/changed-by"
 
 
+# Validation looks at spec only: updates that leave the spec alone (the operator's own annotation
+# and finalizer writes, label edits) never reach the webhooks, so they can never be blocked by them.
+SPEC_CHANGED = [{"name": "spec-changed",
+                 "expression": "request.operation != 'UPDATE' || object.spec != oldObject.spec"}]
+
+
 def _annotation(obj: str, key: str) -> str:
     return (f"(has({obj}.metadata.annotations) && '{key}' in {obj}.metadata.annotations"
             f" ? {obj}.metadata.annotations['{key}'] : '')")
@@ -64,6 +70,12 @@ REGISTRATION_MATCH = [
          " && (oldObject == null || !has(oldObject.spec.lifecycle) || oldObject.spec.lifecycle != 'Registered'))"
          + "".join(f" || {_annotation('object', k)} != (oldObject == null ? '' : {_annotation('oldObject', k)})"
                    for k in (A_REGISTERED_BY, A_REGISTERED_AT)))},
+]
+# Auditing a Deployment: spec changes, and any attempt to rewrite the audit record.
+AUDIT_MATCH = [
+    {"name": "spec-or-audit-record-changed",
+     "expression": (SPEC_CHANGED[0]["expression"] + f" || {_annotation('object', A_CHANGED_BY)}"
+                    f" != {_annotation('oldObject', A_CHANGED_BY)}")},
 ]
 
 
@@ -273,11 +285,13 @@ def webhook_configurations(client_config: Body) -> tuple[Body, Body]:
     """
     meta = {"name": CONFIG_NAME, "labels": {"app.kubernetes.io/managed-by": b.MANAGED_BY}}
     validating = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-                  "metadata": meta, "webhooks": _webhooks(WEBHOOKS, client_config)
-                  + _webhooks(GOVERNANCE_VALIDATING, client_config, failurePolicy="Fail")}
+                  "metadata": meta, "webhooks": _webhooks(WEBHOOKS, client_config, matchConditions=SPEC_CHANGED)
+                  + _webhooks(GOVERNANCE_VALIDATING, client_config, failurePolicy="Fail",
+                              matchConditions=SPEC_CHANGED)}
     mutating = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
                 "metadata": meta, "webhooks": _webhooks(MUTATING_WEBHOOKS, client_config, failurePolicy="Fail",
                                                         matchConditions=REGISTRATION_MATCH,
                                                         reinvocationPolicy="Never")
-                + _webhooks(GOVERNANCE_MUTATING, client_config, failurePolicy="Fail", reinvocationPolicy="Never")}
+                + _webhooks(GOVERNANCE_MUTATING, client_config, failurePolicy="Fail", matchConditions=AUDIT_MATCH,
+                            reinvocationPolicy="Never")}
     return validating, mutating

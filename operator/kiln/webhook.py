@@ -36,8 +36,7 @@ async def review(request: web.Request) -> web.Response:
     else:
         response = admission.answer(hook, req)
     if not response["allowed"]:
-        log.info(f"{hook}: denied {req.get('operation')} {req.get('namespace')}/{req.get('name')}: "
-                 f"{response['status']['message']}")
+        log.info(f"{hook}: denied {req.get('operation')} in {req.get('namespace')}: {response['status']['message']}")
     return web.json_response({"apiVersion": body.get("apiVersion", "admission.k8s.io/v1"),
                               "kind": "AdmissionReview", "response": response})
 
