@@ -1,0 +1,89 @@
+"""Pure parts of the governed Deployment: its apps/v1 child, drift, audit trail, rollout conditions."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from kiln import builders as b
+from kiln.deployments import history_entries, rollout_conditions
+
+C = [{"name": "app", "image": "registry.example/app:1", "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+      "resources": {"requests": {"cpu": "0.1", "memory": "128Mi"}}}]
+D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+
+
+def dep(history: list[dict[str, Any]] | None = None, actor: str | None = "alice") -> dict[str, Any]:
+    return {"metadata": {"name": "prod", "annotations": {"kiln.dev/changed-by": actor} if actor else {}},
+            "status": {"history": history or []}}
+
+
+def test_apps_deployment_is_hardened_and_pinned() -> None:
+    d = b.apps_deployment("prod", "app", C, D1, 3, "High")
+    spec = d["spec"]
+    assert spec["replicas"] == 3 and spec["selector"] == {"matchLabels": {"kiln.dev/deployment": "prod"}}
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    tpl = spec["template"]
+    assert tpl["metadata"]["annotations"]["kiln.dev/spec-digest"] == D1
+    assert tpl["metadata"]["labels"]["kiln.dev/importance"] == "High"
+    c = tpl["spec"]["containers"][0]
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert tpl["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_drift_ignores_server_defaults_but_sees_edits_and_additions() -> None:
+    desired = b.apps_deployment("prod", "app", C, D1, 1, "Moderate")["spec"]
+    live = copy.deepcopy(desired)
+    # What the API server adds or normalises is not drift.
+    live["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "100m"
+    live["progressDeadlineSeconds"] = 600
+    assert b.drift(desired, live) == []
+    edited = copy.deepcopy(live)
+    edited["replicas"] = 4
+    edited["template"]["spec"]["containers"][0]["image"] = "registry.example/evil:1"
+    edited["template"]["spec"]["hostNetwork"] = True
+    edited["template"]["spec"]["containers"][0]["securityContext"]["privileged"] = True
+    found = b.drift(desired, edited)
+    assert "spec.replicas" in found
+    assert "spec.template.spec.containers[0].image" in found
+    assert "spec.template.spec.hostNetwork (added)" in found
+    assert "spec.template.spec.containers[0].securityContext.privileged" in found
+
+
+def test_history_records_creation_switch_and_scale_with_the_actor() -> None:
+    [created] = history_entries(dep(), "app", D1, 1, "t1")
+    assert (created["action"], created["actor"], created["artifact"], created["digest"], created["replicas"]) == (
+        "Created", "alice", "app", D1, 1)
+    assert history_entries(dep([created]), "app", D1, 1, "t2") == []  # nothing changed: nothing recorded
+    switched, scaled = history_entries(dep([created], actor="bob"), "app2", D2, 3, "t3")
+    assert (switched["action"], switched["actor"], switched["artifact"]) == ("ArtifactSwitched", "bob", "app2")
+    assert (scaled["action"], scaled["replicas"], scaled["message"]) == ("Scaled", 3, "replicas 1 -> 3")
+    assert history_entries(dep(actor=None), "app", D1, 1, "t")[0]["actor"] == "unknown"
+
+
+def _apps(gen: int, observed: int, replicas: int, ready: int, updated: int, available: int,
+          progressing: str = "NewReplicaSetAvailable") -> dict[str, Any]:
+    return {"metadata": {"generation": gen}, "status": {
+        "observedGeneration": observed, "replicas": replicas, "readyReplicas": ready, "updatedReplicas": updated,
+        "availableReplicas": available, "conditions": [
+            {"type": "Available", "status": "True" if available else "False", "reason": "MinimumReplicasAvailable"},
+            {"type": "Progressing", "status": "True", "reason": progressing}]}}
+
+
+def test_rollout_conditions_follow_kstatus() -> None:
+    def by_type(conds: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+        return {c["type"]: (c["status"], c["reason"]) for c in conds}
+
+    conds, ready = rollout_conditions(None, 2, 1)
+    assert by_type(conds)["Ready"] == ("False", "Creating") and ready == 0
+    conds, _ = rollout_conditions(_apps(2, 1, 2, 2, 2, 2), 2, 1)  # the controller has not seen the change
+    assert by_type(conds)["Ready"][0] == "False" and by_type(conds)["Progressing"][0] == "True"
+    conds, _ = rollout_conditions(_apps(2, 2, 3, 2, 1, 2), 2, 1)  # old and new pods
+    assert by_type(conds)["Ready"] == ("False", "RollingOut")
+    conds, ready = rollout_conditions(_apps(2, 2, 2, 2, 2, 2), 2, 1)
+    assert by_type(conds)["Ready"] == ("True", "RolloutComplete") and ready == 2
+    assert by_type(conds)["Progressing"][0] == "False" and by_type(conds)["Available"][0] == "True"
+    conds, _ = rollout_conditions(_apps(2, 2, 2, 0, 2, 0, "ProgressDeadlineExceeded"), 2, 1)
+    assert by_type(conds)["Ready"] == ("False", "ProgressDeadlineExceeded")
+    assert by_type(conds)["Progressing"][0] == "False"
