@@ -12,7 +12,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import kopf
 import pydantic
@@ -41,11 +41,31 @@ def artifact_name(workload: Body) -> str:
 @kopf.index("", "v1", "pods", labels={b.L_WORKLOAD: kopf.PRESENT})
 def pods_by_workload(namespace: str, name: str, labels: dict[str, str], status: Body, meta: Body,
                      **_: Any) -> dict[tuple[str, str], Body]:
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     return {(namespace, labels[b.L_WORKLOAD]): {
         "name": name, "revision": labels.get(b.L_REVISION), "digest": labels.get(b.L_DIGEST),
-        "phase": status.get("phase"), "ready": ready, "deleting": bool(meta.get("deletionTimestamp")),
+        **pod_state(status, meta)._asdict(),
     }}
+
+
+# Container states a kubelet reports for a pod that will not start by itself.
+BROKEN = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+                    "CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
+
+
+class PodState(NamedTuple):
+    ready: bool
+    phase: str | None
+    deleting: bool
+    broken: str | None  # "container app: CrashLoopBackOff (back-off restarting failed container)"
+
+
+def pod_state(status: Body, meta: Body) -> PodState:
+    """What a Workload's status depends on, of one of its pods (pure)."""
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    broken = next((f"container {cs.get('name')}: {w['reason']}" + (f" ({w['message']})" if w.get("message") else "")
+                   for cs in status.get("containerStatuses") or []
+                   if (w := (cs.get("state") or {}).get("waiting") or {}).get("reason") in BROKEN), None)
+    return PodState(ready, status.get("phase"), bool(meta.get("deletionTimestamp")), broken)
 
 
 @kopf.index(*ARTIFACTS)
@@ -123,6 +143,15 @@ def ensure_inline_artifact(workload: Body, logger: logging.Logger) -> Body | Non
 
 
 def reconcile(namespace: str, name: str, idx: Indexes, logger: logging.Logger, body: Body | None = None) -> None:
+    try:
+        _locked_reconcile(namespace, name, idx, logger, body)
+    except ApiException as e:
+        if e.status == 403 and "being terminated" in str(e.body):
+            return  # the namespace is going away, and the Workload with it
+        raise
+
+
+def _locked_reconcile(namespace: str, name: str, idx: Indexes, logger: logging.Logger, body: Body | None) -> None:
     with kube.locked("workload", namespace, name):
         # The one read: the Workload itself, fresh, since its status is what this writes (its own
         # handlers pass the body kopf has just received instead).
@@ -226,6 +255,8 @@ def _reconcile(workload: Body, artifact: Body | None, observed: Observed, logger
         msg = "stopped as requested" if ok else f"stopping: {len(observed.pods)} pod(s) left"
     elif ready == replicas:
         state, ok, reason, msg = "Running", True, "PodsReady", f"{ready}/{replicas} pods ready"
+    elif broken := [f"pod {p['name']} {p['broken']}" for p in current.values() if p.get("broken")]:
+        state, ok, reason, msg = "Failed", False, "PodsFailing", "; ".join(broken)
     elif current or created:
         state, ok, reason, msg = "Starting", False, "PodsNotReady", f"{ready}/{replicas} pods ready"
     else:
@@ -314,16 +345,15 @@ def pod_event(namespace: str, uid: str, labels: dict[str, str], type: str | None
     if type == "DELETED":
         _pods_seen.pop(uid, None)
     else:
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-        state = (ready, status.get("phase"), bool(meta.get("deletionTimestamp")))
+        state = pod_state(status, meta)
         before = _pods_seen.get(uid)
         _pods_seen[uid] = state
-        if state == before or (before is None and state == (False, "Pending", False)):
+        if state == before or (before is None and state == PodState(False, "Pending", False, None)):
             return  # nothing the Workload's status or pods depend on has changed
     reconcile(namespace, labels[b.L_WORKLOAD], Indexes.of(kwargs), logger)
 
 
-_pods_seen: dict[str, tuple[bool, str | None, bool]] = {}
+_pods_seen: dict[str, PodState] = {}
 
 
 @kopf.on.event("", "v1", "services", labels={b.L_WORKLOAD: kopf.PRESENT})

@@ -348,3 +348,31 @@ def test_operator_killed_mid_restart_converges(kube: Kube, operator: Operator, n
     for p in all_pods:
         assert p.metadata.owner_references and p.metadata.owner_references[0].kind == "Workload"
         assert p.metadata.annotations["kiln.dev/spec-digest"] == digest
+
+
+def test_crash_looping_pod_makes_the_workload_failed(kube: Kube, operator: Operator, namespace: str) -> None:
+    create(kube, namespace, workload("crashy", inline=[container()]))
+    wait_running(kube, namespace, "crashy")
+    [pod] = pods(kube, namespace, "crashy")
+    name = pod.metadata.name
+
+    def report(ready: bool, waiting: dict[str, str] | None) -> None:  # as a kubelet would
+        state = {"waiting": waiting} if waiting else {"running": {"startedAt": "2026-11-30T12:00:00Z"}}
+        kube.core.patch_namespaced_pod_status(name, namespace, {"status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "containerStatuses": [{"name": "app", "ready": ready, "restartCount": 5, "imageID": "",
+                                   "image": pod.spec.containers[0].image, "state": state}]}})
+
+    report(False, {"reason": "CrashLoopBackOff", "message": "back-off 5m0s restarting failed container"})
+
+    def failed() -> dict[str, Any] | None:
+        obj = get(kube, namespace, "workloads", "crashy")
+        return obj if obj["status"].get("state") == "Failed" else None
+
+    obj = kube.wait(failed, what="workload Failed")
+    ready = Kube.condition(obj, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "PodsFailing"
+    assert f"pod {name} container app: CrashLoopBackOff" in ready["message"]
+    report(True, None)
+    wait_running(kube, namespace, "crashy")
