@@ -20,7 +20,6 @@ from typing import Any
 import pydantic
 
 from kiln import builders as b
-from kiln import kube
 from kiln.api import ArtifactSpec, DeploymentSpec, WorkloadSpec
 from kiln.conditions import now
 from kiln.diff import changed_paths
@@ -135,9 +134,17 @@ def _errors(model: type[pydantic.BaseModel], spec: Body, kind: str, name: str) -
         raise Denied(f"{kind} {name}: {problems}") from None
 
 
+def _kube() -> Any:
+    """The API client, imported on first use: most reviews need none, and the webhook server's
+    process stays small without it."""
+    from kiln import kube
+
+    return kube
+
+
 def validate_artifact(r: Review) -> None:
     if r.operation == "DELETE":
-        users = sorted(d["metadata"]["name"] for d in kube.list_kiln("deployments", r.namespace)
+        users = sorted(d["metadata"]["name"] for d in _kube().list_kiln("deployments", r.namespace)
                        if ((d.get("spec") or {}).get("artifactRef") or {}).get("name") == r.name)
         if users:
             raise Denied(f"Artifact {r.name} is in use by Deployment {', '.join(users)} (deployments.kiln.dev): "
@@ -181,7 +188,7 @@ def audit_deployment(r: Review) -> Changes:
                         else {}}
     wl_name = (r.spec.get("workloadRef") or {}).get("name")
     if not (r.spec.get("artifactRef") or {}).get("name") and wl_name:
-        wl = kube.get_kiln("workloads", r.namespace, wl_name)
+        wl = _kube().get_kiln("workloads", r.namespace, wl_name)
         if wl is None:
             raise Denied(f"spec.workloadRef: Workload {wl_name} not found in namespace {r.namespace}")
         art = ((wl.get("spec") or {}).get("artifactRef") or {}).get("name") or wl_name
@@ -196,7 +203,7 @@ def validate_deployment(r: Review) -> None:
     art_name = (r.spec.get("artifactRef") or {}).get("name")
     if not art_name:
         raise Denied(f"Deployment {r.name}: spec.artifactRef is required (or a spec.workloadRef to take it from)")
-    artifact = kube.get_kiln("artifacts", r.namespace, art_name)
+    artifact = _kube().get_kiln("artifacts", r.namespace, art_name)
     if artifact is None:
         raise Denied(f"Deployment {r.name}: spec.artifactRef: Artifact {art_name} not found "
                      f"in namespace {r.namespace}")
