@@ -376,3 +376,18 @@ def test_crash_looping_pod_makes_the_workload_failed(kube: Kube, operator: Opera
     assert f"pod {name} container app: CrashLoopBackOff" in ready["message"]
     report(True, None)
     wait_running(kube, namespace, "crashy")
+
+
+def test_a_deleted_dev_service_is_put_back(kube: Kube, operator: Operator, namespace: str) -> None:
+    create(kube, namespace, workload("served", inline=[container()]))
+    wait_running(kube, namespace, "served")
+    uid = kube.core.read_namespaced_service("served-dev", namespace).metadata.uid
+    kube.core.delete_namespaced_service("served-dev", namespace)
+
+    def back() -> bool:
+        try:
+            return bool(kube.core.read_namespaced_service("served-dev", namespace).metadata.uid != uid)
+        except ApiException:
+            return False
+
+    kube.wait(back, what="the Service recreated")
