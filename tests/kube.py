@@ -62,6 +62,17 @@ class Kube:
     def kubectl_json(self, *args: str) -> Any:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
 
+    def delete_webhook_configurations(self, name: str) -> None:
+        """Remove both webhook configurations of that name, if there: a leftover fail-closed one would
+        block the next run."""
+        for delete in (self.admission.delete_validating_webhook_configuration,
+                       self.admission.delete_mutating_webhook_configuration):
+            try:
+                delete(name)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+
     @staticmethod
     def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
         for c in (obj.get("status") or {}).get("conditions") or []:
@@ -168,12 +179,4 @@ class Operator:
 
     def remove_webhooks(self) -> None:
         """A webhook configuration left behind by a crashed run would slow or block the next."""
-        from kubernetes.client.rest import ApiException
-
-        for delete in (self.kube.admission.delete_validating_webhook_configuration,
-                       self.kube.admission.delete_mutating_webhook_configuration):
-            try:
-                delete(self.WEBHOOK_CONFIG)
-            except ApiException as e:
-                if e.status != 404:
-                    raise
+        self.kube.delete_webhook_configurations(self.WEBHOOK_CONFIG)

@@ -25,7 +25,6 @@ from kiln.cluster import free_port
 # kopf's own annotations. Not "kiln.dev": kopf leaves annotations under its prefix out of the diff it
 # reacts to, and users' kiln.dev/restartedAt must trigger a reconcile.
 PREFIX = "operator.kiln.dev"
-log = logging.getLogger("kiln")
 
 
 @dataclass

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes.client.rest import ApiException
 
 from kiln import admission
 from tests.chart.conftest import CHART, Helm
@@ -91,13 +90,7 @@ def sa_operator(kube: Kube, operator: Operator, chart_rbac: str, namespace: str,
         yield op
     finally:
         # A leftover fail-closed webhook would block the next run: removed before anything else.
-        for delete in (kube.admission.delete_validating_webhook_configuration,
-                       kube.admission.delete_mutating_webhook_configuration):
-            try:
-                delete(name)
-            except ApiException as e:
-                if e.status != 404:
-                    raise
+        kube.delete_webhook_configurations(name)
         op.stop()
         operator.start()
 

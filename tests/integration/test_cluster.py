@@ -130,11 +130,5 @@ def test_kopf_validating_webhook_over_tls_rejects(kube: Kube, namespace: str, tm
         assert runner.exception is None, runner.output
     finally:
         # A leftover failurePolicy=Fail webhook configuration would block the next run.
-        for delete in (kube.admission.delete_validating_webhook_configuration,
-                       kube.admission.delete_mutating_webhook_configuration):
-            try:
-                delete(managed)
-            except ApiException as e:
-                if e.status != 404:
-                    raise
+        kube.delete_webhook_configurations(managed)
     assert not kube.exists(kube.admission.read_validating_webhook_configuration, managed)
