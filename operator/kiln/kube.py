@@ -57,7 +57,8 @@ def get_kiln(plural: str, namespace: str, name: str) -> Body | None:
 
 
 def list_kiln(plural: str, namespace: str) -> list[Body]:
-    return list(custom().list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"])
+    listing: Body = custom().list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+    return list(listing["items"])
 
 
 def patch_kiln_status(plural: str, namespace: str, name: str, status: Body) -> None:
