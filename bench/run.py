@@ -35,6 +35,9 @@ SIZES = [20, 50] if QUICK else [100, 500]
 FOOTPRINT = [200, 500] if QUICK else [1000, 5000]
 EDITS = 20
 SHARED = 20 if QUICK else 100
+# Phases to run (all by default), e.g. BENCH_ONLY=throughput,footprint while tuning one of them.
+PHASES = ("throughput", "restart", "admission", "footprint", "requests")
+ONLY = [x for x in os.environ.get("BENCH_ONLY", ",".join(PHASES)).split(",") if x]
 TARGETS = {"ratio_at_max_n": 1.5, "restart_p95_s": 2.0, "shared_restart_s": 15.0, "webhook_p99_ms": 20.0,
            "rss_mb_at_max_objects": 200.0, "idle_resync_writes": 0}
 
@@ -432,41 +435,46 @@ def main() -> int:
         bench.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         bench.kubectl("wait", "--for=condition=Established", "crd/artifacts.kiln.dev", "crd/workloads.kiln.dev")
         bench.start_operator()
-        results["throughput"] = []
-        for n in SIZES:
-            log(f"throughput: {n} pods created directly")
-            d = bench.direct(n)
-            log(f"throughput: {n} workloads through Kiln")
-            k = bench.kiln(n)
-            log(f"throughput: {n} workloads with ports (a Service each) through Kiln")
-            ks = bench.kiln(n, ports=True)
-            results["throughput"].append({"n": n, "direct_s": d, "kiln_s": k, "ratio": k / d,
-                                          "kiln_with_services_s": ks, "ratio_with_services": ks / d})
-        log(f"restart latency over {EDITS} draft edits")
-        lat = bench.restart_latency()
-        results["restart"] = {"edits": len(lat), "p50_s": pct(lat, 0.5), "p95_s": pct(lat, 0.95)}
-        log(f"{SHARED} workloads sharing one artifact")
-        results["restart"]["shared_n"] = SHARED
-        results["restart"]["shared_s"] = bench.shared_restart(SHARED)
-        log("admission latency under 20 concurrent updates")
-        results["admission"] = bench.admission()
-        log("the webhook server alone, 20 concurrent callers")
-        results["admission"]["server_alone"] = bench.webhook_alone()
-        ns = bench.namespace()
-        results["footprint"] = []
-        have = 0
-        for n in FOOTPRINT:
-            log(f"footprint with {n} objects")
-            results["footprint"].append(bench.footprint(n, ns, have))
-            have = n
-        log("API requests per idle resync")
-        rs = bench.idle_resync(window=10 if QUICK else 30)
-        results["requests"] = {k: {**reads_writes(v), "by_verb": v} for k, v in rs.items()}
+        if "throughput" in ONLY:
+            results["throughput"] = []
+            for n in SIZES:
+                log(f"throughput: {n} pods created directly")
+                d = bench.direct(n)
+                log(f"throughput: {n} workloads through Kiln")
+                k = bench.kiln(n)
+                log(f"throughput: {n} workloads with ports (a Service each) through Kiln")
+                ks = bench.kiln(n, ports=True)
+                results["throughput"].append({"n": n, "direct_s": d, "kiln_s": k, "ratio": k / d,
+                                              "kiln_with_services_s": ks, "ratio_with_services": ks / d})
+        if "restart" in ONLY:
+            log(f"restart latency over {EDITS} draft edits")
+            lat = bench.restart_latency()
+            results["restart"] = {"edits": len(lat), "p50_s": pct(lat, 0.5), "p95_s": pct(lat, 0.95)}
+            log(f"{SHARED} workloads sharing one artifact")
+            results["restart"]["shared_n"] = SHARED
+            results["restart"]["shared_s"] = bench.shared_restart(SHARED)
+        if "admission" in ONLY:
+            log("admission latency under 20 concurrent updates")
+            results["admission"] = bench.admission()
+            log("the webhook server alone, 20 concurrent callers")
+            results["admission"]["server_alone"] = bench.webhook_alone()
+        if "footprint" in ONLY:
+            ns = bench.namespace()
+            results["footprint"] = []
+            have = 0
+            for n in FOOTPRINT:
+                log(f"footprint with {n} objects")
+                results["footprint"].append(bench.footprint(n, ns, have))
+                have = n
+        if "requests" in ONLY:
+            log("API requests per idle resync")
+            rs = bench.idle_resync(window=10 if QUICK else 30)
+            results["requests"] = {k: {**reads_writes(v), "by_verb": v} for k, v in rs.items()}
     finally:
         bench.stop_operator()
         cluster.down(paths)
     results["targets"] = check_targets(results)
-    out = ROOT / "bench" / "results.json"
+    out = ROOT / "bench" / ("results.json" if set(ONLY) >= set(PHASES) else "results-partial.json")
     out.write_text(json.dumps(results, indent=2))
     print(report(results))
     print(f"\nJSON: {out}")
@@ -474,42 +482,55 @@ def main() -> int:
 
 
 def check_targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    got = {
-        "ratio_at_max_n": r["throughput"][-1]["ratio"],
-        "restart_p95_s": r["restart"]["p95_s"],
-        "shared_restart_s": r["restart"]["shared_s"],
-        "webhook_p99_ms": r["admission"]["p99_ms"],
-        "rss_mb_at_max_objects": r["footprint"][-1]["rss_mb"],
-        "idle_resync_writes": r["requests"]["resync"]["writes"],
+    pick = {
+        "ratio_at_max_n": lambda: r["throughput"][-1]["ratio"],
+        "restart_p95_s": lambda: r["restart"]["p95_s"],
+        "shared_restart_s": lambda: r["restart"]["shared_s"],
+        "webhook_p99_ms": lambda: r["admission"]["p99_ms"],
+        "rss_mb_at_max_objects": lambda: r["footprint"][-1]["rss_mb"],
+        "idle_resync_writes": lambda: r["requests"]["resync"]["writes"],
     }
-    return {k: {"value": v, "target": TARGETS[k], "met": v <= TARGETS[k]} for k, v in got.items()}
+    out = {}
+    for k, fn in pick.items():
+        try:
+            v = fn()
+        except KeyError:  # the phase was not run (BENCH_ONLY)
+            continue
+        out[k] = {"value": v, "target": TARGETS[k], "met": v <= TARGETS[k]}
+    return out
 
 
 def report(r: dict[str, Any]) -> str:
     m = r["machine"]
     lines = [f"Kiln benchmarks — {m['cores']} cores, {m['memory_gib']} GiB, {m['cpu']}, Python {m['python']}"
-             + (" (QUICK sizes)" if r["quick"] else ""), "", "1. Throughput (all pods Ready)"]
-    for t in r["throughput"]:
-        lines.append(f"   N={t['n']:<4} direct {t['direct_s']:6.2f} s   Kiln {t['kiln_s']:6.2f} s   "
-                     f"ratio Kiln/direct {t['ratio']:.2f}   (with a Service each: {t['kiln_with_services_s']:6.2f} s, "
-                     f"ratio {t['ratio_with_services']:.2f})")
-    rs = r["restart"]
-    lines += ["2. Restart latency (draft edit -> new pod Ready)",
-              f"   p50 {rs['p50_s']:.2f} s   p95 {rs['p95_s']:.2f} s over {rs['edits']} edits",
-              f"   {rs['shared_n']} workloads sharing one artifact: all restarted in {rs['shared_s']:.2f} s"]
-    a = r["admission"]
-    lines += ["3. Admission (validate-artifact, API server histogram, 20 concurrent updates)",
-              f"   p50 {a['p50_ms']:.1f} ms   p99 {a['p99_ms']:.1f} ms   over {a['count']:.0f} calls, "
-              f"{a['updates_per_s']:.0f} updates/s (buckets: {', '.join(f'{b:g}' for b in a['buckets_ms'])} ms)",
-              f"   the webhook server alone (same review, 20 concurrent keep-alive callers): "
-              f"p50 {a['server_alone']['p50_ms']:.1f} ms   p99 {a['server_alone']['p99_ms']:.1f} ms   "
-              f"ratio API-server-observed/alone at p99 "
-              f"{a['p99_ms'] / max(a['server_alone']['p99_ms'], 1e-9):.1f}"]
-    lines.append("4. Footprint")
-    for f in r["footprint"]:
-        lines.append(f"   {f['objects']:>5} objects: RSS {f['rss_mb']:.0f} MB (operator {f['operator_rss_mb']:.0f} MB"
-                     f" + webhook server {f['webhook_server_rss_mb']:.0f} MB), idle CPU {f['idle_cpu_percent']:.1f} %")
-    for k in ("resync", "idle"):
+             + (" (QUICK sizes)" if r["quick"] else "")]
+    if "throughput" in r:
+        lines += ["", "1. Throughput (all pods Ready)"]
+        for t in r["throughput"]:
+            lines.append(f"   N={t['n']:<4} direct {t['direct_s']:6.2f} s   Kiln {t['kiln_s']:6.2f} s   "
+                         f"ratio Kiln/direct {t['ratio']:.2f}   (with a Service each: "
+                         f"{t['kiln_with_services_s']:6.2f} s, ratio {t['ratio_with_services']:.2f})")
+    if "restart" in r:
+        rs = r["restart"]
+        lines += ["2. Restart latency (draft edit -> new pod Ready)",
+                  f"   p50 {rs['p50_s']:.2f} s   p95 {rs['p95_s']:.2f} s over {rs['edits']} edits",
+                  f"   {rs['shared_n']} workloads sharing one artifact: all restarted in {rs['shared_s']:.2f} s"]
+    if "admission" in r:
+        a = r["admission"]
+        lines += ["3. Admission (validate-artifact, API server histogram, 20 concurrent updates)",
+                  f"   p50 {a['p50_ms']:.1f} ms   p99 {a['p99_ms']:.1f} ms   over {a['count']:.0f} calls, "
+                  f"{a['updates_per_s']:.0f} updates/s (buckets: {', '.join(f'{b:g}' for b in a['buckets_ms'])} ms)",
+                  f"   the webhook server alone (same review, 20 concurrent keep-alive callers): "
+                  f"p50 {a['server_alone']['p50_ms']:.1f} ms   p99 {a['server_alone']['p99_ms']:.1f} ms   "
+                  f"ratio API-server-observed/alone at p99 "
+                  f"{a['p99_ms'] / max(a['server_alone']['p99_ms'], 1e-9):.1f}"]
+    if "footprint" in r:
+        lines.append("4. Footprint")
+        for f in r["footprint"]:
+            lines.append(f"   {f['objects']:>5} objects: RSS {f['rss_mb']:.0f} MB (operator {f['operator_rss_mb']:.0f} "
+                         f"MB + webhook server {f['webhook_server_rss_mb']:.0f} MB), idle CPU "
+                         f"{f['idle_cpu_percent']:.1f} %")
+    for k in ("resync", "idle") if "requests" in r else ():
         q = r["requests"][k]
         lines.append(f"   API requests, {k:<6} (minus control-plane baseline): {q['reads']} reads, {q['writes']} writes"
                      f"  {q['by_verb']}")

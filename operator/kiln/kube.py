@@ -40,6 +40,14 @@ def custom() -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api_client())
 
 
+def unread(response: Any) -> None:
+    """Drop a reply asked for undecoded (``_preload_content=False``: no client models built). Its body
+    is read and its connection returned to the pool; left unread, every call would open a new TLS
+    connection."""
+    response.read()
+    response.release_conn()
+
+
 class ChildConflict(Exception):
     """A child object's name is taken by an object this owner does not own: reported in a
     condition, never overwritten."""

@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import trustme
@@ -82,12 +82,76 @@ class Webhooks:
 _webhooks: Webhooks | None = None
 
 
+class ObservedDiffBase(kopf.DiffBaseStorage):
+    """What kopf last handled of each object, kept in memory instead of in an annotation on it.
+
+    kopf's default records every handled spec in the object (one more write, and one more watch
+    event, per change). Kiln's reconciles are level-triggered and record ``status.observedGeneration``
+    already, so: an object first seen whose status observed its generation counts as handled (kopf
+    resumes it), anything else is handled as new. Only a hash of each essence is kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._handled: dict[str, int] = {}
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        annotations = (essence.get("metadata") or {}).get("annotations") or {}
+        for key in [k for k in annotations if k.startswith(f"{PREFIX}/")]:  # kopf's progress records
+            del annotations[key]
+        self.remove_empty_stanzas(essence)
+        return essence
+
+    @staticmethod
+    def _hash(essence: kopf.BodyEssence) -> int:
+        import json
+
+        return hash(json.dumps(essence, sort_keys=True, separators=(",", ":")))
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        essence = self.build(body=body)
+        handled = self._handled.get(body.metadata.uid or "")
+        if handled is None:
+            observed = (body.get("status") or {}).get("observedGeneration")
+            return essence if observed and observed == body.metadata.get("generation") else None
+        # kopf diffs the two: the same essence means nothing to do; any difference, an update.
+        return essence if handled == self._hash(essence) else cast(kopf.BodyEssence, {"changed": True})
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        self._handled[body.metadata.uid or ""] = self._hash(essence)
+
+    def forget(self, uid: str) -> None:
+        self._handled.pop(uid, None)
+
+
+DIFFBASE = ObservedDiffBase()
+
+
+def _deleted(type: str | None, **_: Any) -> bool:
+    return type == "DELETED"
+
+
+@kopf.on.event("kiln.dev", "v1alpha1", "artifacts", when=_deleted)
+@kopf.on.event("kiln.dev", "v1alpha1", "workloads", when=_deleted)
+@kopf.on.event("kiln.dev", "v1alpha1", "deployments", when=_deleted)
+async def forget_deleted(uid: str, **_: Any) -> None:
+    DIFFBASE.forget(uid)
+
+
+class ProgressStorage(kopf.AnnotationsProgressStorage):
+    """kopf's record of a handler's retries, in annotations under our prefix while it retries; but
+    without the ``<prefix>/kopf-managed: yes`` marker kopf adds when it first handles an object, which
+    would be one more write for every object created."""
+
+    def _store_marker(self, prefix: str, patch: kopf.Patch, body: kopf.Body) -> None:
+        return
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
     settings.persistence.finalizer = "kiln.dev/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration")
+    settings.persistence.progress_storage = ProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = DIFFBASE
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -102,16 +166,19 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     if _webhooks.register:
         validating, mutating = _webhooks.configurations()
         api = kube.admission_api()
-        for body, create, replace in (
-                (validating, api.create_validating_webhook_configuration,
+        for body, create, read, replace in (
+                (validating, api.create_validating_webhook_configuration, api.read_validating_webhook_configuration,
                  api.replace_validating_webhook_configuration),
-                (mutating, api.create_mutating_webhook_configuration, api.replace_mutating_webhook_configuration)):
+                (mutating, api.create_mutating_webhook_configuration, api.read_mutating_webhook_configuration,
+                 api.replace_mutating_webhook_configuration)):
             try:
                 create(body)
             except ApiException as e:
                 if e.status != 409:
                     raise
-                replace(admission.CONFIG_NAME, body)
+                # Left by an operator that did not stop cleanly: replaced (which needs its version).
+                version = read(admission.CONFIG_NAME).metadata.resource_version
+                replace(admission.CONFIG_NAME, {**body, "metadata": {**body["metadata"], "resourceVersion": version}})
         logger.info(f"registered validating/mutatingwebhookconfiguration {admission.CONFIG_NAME}")
 
 

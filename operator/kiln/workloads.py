@@ -229,7 +229,7 @@ def _reconcile(workload: Body, artifact: Body | None, observed: Observed, logger
         pod = b.workload_pod(name, art_name, containers, digest, rev, i)
         pod["metadata"]["ownerReferences"] = [owner]
         try:
-            kube.core().create_namespaced_pod(ns, pod, _preload_content=False)  # the reply is not needed
+            kube.unread(kube.core().create_namespaced_pod(ns, pod, _preload_content=False))
             created += 1
         except ApiException as e:
             if e.status != 409:  # 409: exists already, or the replaced one is still terminating
@@ -283,8 +283,10 @@ def _reconcile(workload: Body, artifact: Body | None, observed: Observed, logger
 
 def _delete_pods(namespace: str, pods: list[Body], grace: int | None) -> None:
     for p in pods:
-        kube.ignore(404)(kube.core().delete_namespaced_pod)(p["name"], namespace, grace_period_seconds=grace,
-                                                            _preload_content=False)
+        reply = kube.ignore(404)(kube.core().delete_namespaced_pod)(p["name"], namespace, grace_period_seconds=grace,
+                                                                    _preload_content=False)
+        if reply is not None:
+            kube.unread(reply)
 
 
 def _ensure_service(workload: Body, art_name: str, containers: list[Body], have: Body | None) -> None:

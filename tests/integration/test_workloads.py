@@ -124,6 +124,9 @@ def test_inline_artifact_creates_draft_and_runs_pods(kube: Kube, operator: Opera
     assert svc.metadata.owner_references[0].uid == wl["metadata"]["uid"]
     kube.wait(lambda: {"ArtifactCreated", "Created"} <= set(events(kube, namespace, "my-app")),
               what="Created events")
+    # What the operator has handled is known from status.observedGeneration, not recorded on the object.
+    annotations = get(kube, namespace, "workloads", "my-app")["metadata"].get("annotations") or {}
+    assert not [k for k in annotations if k.startswith("operator.kiln.dev/")], annotations
 
 
 def test_no_service_without_ports(kube: Kube, operator: Operator, namespace: str) -> None:
@@ -328,7 +331,8 @@ def test_operator_killed_mid_restart_converges(kube: Kube, operator: Operator, n
         patch(kube, namespace, "workloads", "r1", {"spec": {"state": "Stopped"}})
         patch(kube, namespace, "artifacts", "base", {"spec": {"containers": [container("registry.example/app:3")]}})
     finally:
-        operator.remove_webhooks()
+        # The webhook configurations the killed operator left (pointing at its dead server) are
+        # replaced by the new one at start.
         operator.start()
     kube.wait(lambda: get(kube, namespace, "artifacts", "base")["status"]["observedGeneration"] == 3,
               what="artifact observed after restart")
