@@ -85,6 +85,14 @@ class Bench:
         wait(lambda: exists(lambda: self.core.read_namespaced_service_account("default", ns)), 60, "default SA")
         return ns
 
+    def delete_namespace(self, ns: str) -> None:
+        """Delete a phase's namespace and wait until it is gone: the next phase starts on a quiet
+        cluster, not during the garbage collection of this one's objects."""
+        self.core.delete_namespace(ns)
+        wait(lambda: not exists(lambda: self.core.read_namespace(ns)), 600, f"namespace {ns} deleted", interval=0.5)
+        if self.operator is not None:
+            self.settle_cpu()
+
     def ready_pods(self, ns: str, selector: str = "") -> list[dict[str, Any]]:
         """Ready pods as plain JSON (no client models: the poller must not eat the CPU it measures)."""
         raw = self.core.list_namespaced_pod(ns, label_selector=selector, _preload_content=False).data
@@ -118,7 +126,7 @@ class Bench:
             "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]}}), n)
         wait(lambda: len(self.ready_pods(ns)) == n, 600, f"{n} direct pods Ready", interval=0.1)
         took = time.monotonic() - t0
-        self.core.delete_namespace(ns)
+        self.delete_namespace(ns)
         return took
 
     def kiln(self, n: int, ports: bool = False) -> float:
@@ -133,7 +141,7 @@ class Bench:
             "spec": {"artifactRef": {"name": "app"}}}), n)
         wait(lambda: len(self.ready_pods(ns)) == n, 600, f"{n} Kiln pods Ready", interval=0.1)
         took = time.monotonic() - t0
-        self.core.delete_namespace(ns)
+        self.delete_namespace(ns)
         return took
 
     # --- 2. restart latency -----------------------------------------------------------------
@@ -154,7 +162,7 @@ class Bench:
             wait(lambda image=image: [p["spec"]["containers"][0]["image"] for p in self.ready_pods(ns)] == [image], 60,
                  f"edit {i} Ready", interval=0.02)
             out.append(time.monotonic() - t0)
-        self.core.delete_namespace(ns)
+        self.delete_namespace(ns)
         return out
 
     def shared_restart(self, n: int) -> float:
@@ -174,7 +182,7 @@ class Bench:
 
         wait(all_restarted, 600, f"{n} workloads restarted", interval=0.1)
         took = time.monotonic() - t0
-        self.core.delete_namespace(ns)
+        self.delete_namespace(ns)
         return took
 
     # --- 3. admission latency ---------------------------------------------------------------
@@ -191,7 +199,7 @@ class Bench:
         wall = time.monotonic() - t0
         after = webhook_histogram(self.metrics(), "validate-artifact.kiln.dev", "UPDATE")
         delta = [(le, after[le] - before.get(le, 0)) for le in sorted(after)]
-        self.core.delete_namespace(ns)
+        self.delete_namespace(ns)
         return {"count": delta[-1][1], "p50_ms": quantile(delta, 0.5) * 1000, "p99_ms": quantile(delta, 0.99) * 1000,
                 "updates_per_s": updates / wall, "buckets_ms": [le * 1000 for le, _ in delta if le != float("inf")]}
 
@@ -262,8 +270,9 @@ class Bench:
         window = 10 if QUICK else 30
         time.sleep(window)  # measuring idle CPU over a wall-clock window (a measurement, not a synchronisation)
         _, cpu1 = self.operator_usage()
-        hook = self.webhook_rss()
-        return {"objects": n, "operator_rss_mb": rss, "webhook_server_rss_mb": hook, "rss_mb": rss + hook,
+        hook_rss, hook_private = self.webhook_memory()
+        return {"objects": n, "operator_rss_mb": rss, "webhook_server_rss_mb": hook_rss,
+                "webhook_server_private_mb": hook_private, "rss_mb": rss + hook_private,
                 "idle_cpu_percent": 100 * (cpu1 - cpu0) / window}
 
     def settle_cpu(self, below: float = 0.05, window: float = 2.0) -> None:
@@ -276,15 +285,19 @@ class Bench:
 
         wait(quiet, 900, "the operator idle", interval=0)
 
-    def webhook_rss(self) -> float:
-        """RSS of the operator's webhook server process (its child)."""
+    def webhook_memory(self) -> tuple[float, float]:
+        """(RSS, private memory) in MB of the operator's webhook server process (its child). Its
+        private memory is what it adds: the shared libraries and interpreter pages it maps are the
+        operator's too, and a container's memory counts them once."""
         assert self.operator is not None
         children = Path(f"/proc/{self.operator.pid}/task/{self.operator.pid}/children").read_text().split()
-        total = 0
+        rss = private = 0
         for pid in children:
-            m = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
-            total += int(m.group(1)) if m else 0
-        return total / 1024
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            kb = {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB", rollup, re.M)}
+            rss += kb.get("Rss", 0)
+            private += kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)
+        return rss / 1024, private / 1024
 
     def observed(self, ns: str) -> int:
         n = 0
@@ -528,8 +541,8 @@ def report(r: dict[str, Any]) -> str:
         lines.append("4. Footprint")
         for f in r["footprint"]:
             lines.append(f"   {f['objects']:>5} objects: RSS {f['rss_mb']:.0f} MB (operator {f['operator_rss_mb']:.0f} "
-                         f"MB + webhook server {f['webhook_server_rss_mb']:.0f} MB), idle CPU "
-                         f"{f['idle_cpu_percent']:.1f} %")
+                         f"MB + webhook server {f['webhook_server_private_mb']:.0f} MB private, "
+                         f"{f['webhook_server_rss_mb']:.0f} MB RSS), idle CPU {f['idle_cpu_percent']:.1f} %")
     for k in ("resync", "idle") if "requests" in r else ():
         q = r["requests"][k]
         lines.append(f"   API requests, {k:<6} (minus control-plane baseline): {q['reads']} reads, {q['writes']} writes"

@@ -64,7 +64,7 @@ def artifact_changed(body: Body, namespace: str, name: str, reason: str, logger:
     # first, so that status.observedGeneration says the change has been acted upon. (On resume the
     # Workloads' own resume handlers do it.)
     if reason != "resume":
-        workloads.reconcile_users(namespace, name, workloads.Indexes.of(kwargs), logger)
+        workloads.reconcile_users(namespace, name, workloads.INDEXES, logger)
     old = dict(body.get("status") or {})
     new = desired_status(dict(body))
     if any(old.get(k) != v for k, v in new.items()):

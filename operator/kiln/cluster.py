@@ -24,10 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import trustme
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
 NODE_NAME = "kwok-node-0"
@@ -127,6 +123,11 @@ def _stop(proc: dict[str, Any], timeout: float = 15.0) -> None:
 
 
 def _write_pki(paths: Paths) -> None:
+    # Imported here: the operator imports this module (free_port) and need not load cryptography.
+    import trustme
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     p = paths.pki
     p.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA(organization_name="kiln local cluster")

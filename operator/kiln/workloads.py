@@ -8,8 +8,11 @@ the Service onto them; a call that finds nothing to change writes nothing.
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import os
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -19,8 +22,9 @@ import pydantic
 from kubernetes.client.rest import ApiException
 
 from kiln import builders as b
+from kiln import cache, kube
 from kiln import conditions as cond
-from kiln import kube
+from kiln.cache import Index
 from kiln.digest import spec_digest
 
 Body = dict[str, Any]
@@ -38,13 +42,13 @@ def artifact_name(workload: Body) -> str:
 # --- indexes: what the reconcile needs to know without list calls ------------------------------
 
 
-@kopf.index("", "v1", "pods", labels={b.L_WORKLOAD: kopf.PRESENT})
-def pods_by_workload(namespace: str, name: str, labels: dict[str, str], status: Body, meta: Body,
-                     **_: Any) -> dict[tuple[str, str], Body]:
-    return {(namespace, labels[b.L_WORKLOAD]): {
-        "name": name, "revision": labels.get(b.L_REVISION), "digest": labels.get(b.L_DIGEST),
-        **pod_state(status, meta)._asdict(),
-    }}
+def _pod_entry(pod: Body) -> tuple[tuple[str, str], Body]:
+    meta = pod["metadata"]
+    labels = meta.get("labels") or {}
+    return (meta["namespace"], labels[b.L_WORKLOAD]), {
+        "name": meta["name"], "revision": labels.get(b.L_REVISION), "digest": labels.get(b.L_DIGEST),
+        **pod_state(pod.get("status") or {}, meta)._asdict(),
+    }
 
 
 # Container states a kubelet reports for a pod that will not start by itself.
@@ -68,45 +72,95 @@ def pod_state(status: Body, meta: Body) -> PodState:
     return PodState(ready, status.get("phase"), bool(meta.get("deletionTimestamp")), broken)
 
 
-@kopf.index(*ARTIFACTS)
-def artifact_specs(namespace: str, name: str, spec: Body, **_: Any) -> dict[tuple[str, str], Body]:
-    return {(namespace, name): dict(spec)}
+def _artifact_entry(art: Body) -> tuple[tuple[str, str], Body]:
+    return (art["metadata"]["namespace"], art["metadata"]["name"]), dict(art.get("spec") or {})
 
 
-@kopf.index("", "v1", "services", labels={b.L_WORKLOAD: kopf.PRESENT})
-def workload_services(namespace: str, name: str, labels: dict[str, str], spec: Body, meta: Body,
-                      **_: Any) -> dict[tuple[str, str], Body]:
-    return {(namespace, labels[b.L_WORKLOAD]): {
-        "name": name, "ports": [_port(p) for p in spec.get("ports") or []],
+def _service_entry(svc: Body) -> tuple[tuple[str, str], Body]:
+    meta, spec = svc["metadata"], svc.get("spec") or {}
+    return (meta["namespace"], (meta.get("labels") or {})[b.L_WORKLOAD]), {
+        "name": meta["name"], "ports": [_port(p) for p in spec.get("ports") or []],
         "selector": dict(spec.get("selector") or {}),
-        "owners": [r.get("uid") for r in meta.get("ownerReferences") or []]}}
+        "owners": [r.get("uid") for r in meta.get("ownerReferences") or []]}
 
 
-@kopf.index(*WORKLOADS)
-def workloads_by_artifact(namespace: str, name: str, body: Body, **_: Any) -> dict[tuple[str, str], str]:
-    return {(namespace, artifact_name(body)): name}
-
-
-# --- the reconcile ---------------------------------------------------------------------------
+def _workload_entry(wl: Body) -> tuple[tuple[str, str], str]:
+    return (wl["metadata"]["namespace"], artifact_name(wl)), str(wl["metadata"]["name"])
 
 
 @dataclass
 class Indexes:
-    """What the operator knows from its watches, kept in memory by kopf: no list or get calls."""
+    """What the operator knows from its watches (cache.Index): no list or get calls."""
 
-    pods: kopf.Index[tuple[str, str], Body]
-    artifacts: kopf.Index[tuple[str, str], Body]
-    services: kopf.Index[tuple[str, str], Body]
-    workloads: kopf.Index[tuple[str, str], str]
+    pods: Index[Body]
+    artifacts: Index[Body]
+    services: Index[Body]
+    workloads: Index[str]
 
-    @classmethod
-    def of(cls, kwargs: dict[str, Any]) -> Indexes:
-        return cls(kwargs["pods_by_workload"], kwargs["artifact_specs"], kwargs["workload_services"],
-                   kwargs["workloads_by_artifact"])
+    def all(self) -> tuple[Index[Any], ...]:
+        return self.pods, self.artifacts, self.services, self.workloads
 
-    @staticmethod
-    def one(index: kopf.Index[tuple[str, str], Body], key: tuple[str, str]) -> Body | None:
-        return next(iter(index.get(key, [])), None)
+
+INDEXES = Indexes(Index(_pod_entry), Index(_artifact_entry), Index(_service_entry), Index(_workload_entry))
+# The namespaces the operator serves (all when empty): set by kiln.main.run.
+NAMESPACES: list[str] = []
+
+
+@kopf.on.startup()
+def prime_indexes(logger: logging.Logger, **_: Any) -> None:
+    """One LIST per kind, before kopf starts watching; afterwards the watches keep the indexes."""
+    idx = INDEXES
+    core, custom, sel = kube.core(), kube.custom(), {"label_selector": b.L_WORKLOAD}
+    scopes: list[str | None] = [*NAMESPACES] or [None]
+    for ns in scopes:
+        if ns is None:
+            lists: tuple[Callable[..., Any], ...] = (
+                functools.partial(core.list_pod_for_all_namespaces, **sel),
+                functools.partial(custom.list_cluster_custom_object, *ARTIFACTS),
+                functools.partial(core.list_service_for_all_namespaces, **sel),
+                functools.partial(custom.list_cluster_custom_object, *WORKLOADS))
+        else:
+            lists = (functools.partial(core.list_namespaced_pod, ns, **sel),
+                     functools.partial(custom.list_namespaced_custom_object, b.GROUP, b.VERSION, ns, "artifacts"),
+                     functools.partial(core.list_namespaced_service, ns, **sel),
+                     functools.partial(custom.list_namespaced_custom_object, b.GROUP, b.VERSION, ns, "workloads"))
+        for index, fetch in zip(idx.all(), lists, strict=True):
+            for page in cache.pages(fetch):
+                index.prime(page)
+    logger.info(f"indexed {len(idx.pods)} pods, {len(idx.artifacts)} artifacts, {len(idx.services)} services, "
+                f"{len(idx.workloads)} workloads")
+
+    def sweep() -> None:
+        dropped = sum(index.sweep() for index in idx.all())
+        if dropped:
+            logger.info(f"dropped {dropped} index entries of objects deleted while the operator started")
+
+    timer = threading.Timer(SWEEP_AFTER, sweep)
+    timer.daemon = True
+    timer.start()
+
+
+# By then kopf has listed every kind once (its initial listing confirms each entry that still exists).
+SWEEP_AFTER = 120.0
+
+
+@kopf.on.event(*ARTIFACTS)
+async def artifact_event(type: str | None, body: kopf.Body, uid: str, **_: Any) -> None:
+    if type == "DELETED":
+        INDEXES.artifacts.delete(uid)
+    else:
+        INDEXES.artifacts.update(body)
+
+
+@kopf.on.event(*WORKLOADS)
+async def workload_event(type: str | None, body: kopf.Body, uid: str, **_: Any) -> None:
+    if type == "DELETED":
+        INDEXES.workloads.delete(uid)
+    else:
+        INDEXES.workloads.update(body)
+
+
+# --- the reconcile ---------------------------------------------------------------------------
 
 
 @dataclass
@@ -159,9 +213,9 @@ def _locked_reconcile(namespace: str, name: str, idx: Indexes, logger: logging.L
         if workload is None or workload["metadata"].get("deletionTimestamp"):
             return  # garbage collection removes the pods and the Service
         key = (namespace, name)
-        art = Indexes.one(idx.artifacts, (namespace, artifact_name(workload)))
+        art = idx.artifacts.one((namespace, artifact_name(workload)))
         _reconcile(workload, {"spec": art} if art is not None else None,
-                   Observed(list(idx.pods.get(key, [])), Indexes.one(idx.services, key)), logger)
+                   Observed(idx.pods.get(key), idx.services.one(key)), logger)
 
 
 def _reconcile(workload: Body, artifact: Body | None, observed: Observed, logger: logging.Logger) -> None:
@@ -328,7 +382,7 @@ def _port(p: Body) -> tuple[Any, ...]:
 @kopf.on.create(*WORKLOADS)
 @kopf.on.update(*WORKLOADS)
 def workload_changed(namespace: str, name: str, body: kopf.Body, logger: logging.Logger, **kwargs: Any) -> None:
-    reconcile(namespace, name, Indexes.of(kwargs), logger, body=_plain(body))
+    reconcile(namespace, name, INDEXES, logger, body=_plain(body))
 
 
 def _plain(body: kopf.Body) -> Body:
@@ -340,8 +394,12 @@ def _plain(body: kopf.Body) -> Body:
 
 @kopf.on.event("", "v1", "pods", labels={b.L_WORKLOAD: kopf.PRESENT})
 def pod_event(namespace: str, uid: str, labels: dict[str, str], type: str | None, status: Body, meta: Body,
-              logger: logging.Logger, **kwargs: Any) -> None:
+              body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
     """A pod's readiness, failure or deletion matters to its Workload; scheduling and the like do not."""
+    if type == "DELETED":
+        INDEXES.pods.delete(uid)
+    else:
+        INDEXES.pods.update(body)
     if type is None:  # the initial listing: the workloads' resume handlers cover it
         return
     if type == "DELETED":
@@ -352,24 +410,28 @@ def pod_event(namespace: str, uid: str, labels: dict[str, str], type: str | None
         _pods_seen[uid] = state
         if state == before or (before is None and state == PodState(False, "Pending", False, None)):
             return  # nothing the Workload's status or pods depend on has changed
-    reconcile(namespace, labels[b.L_WORKLOAD], Indexes.of(kwargs), logger)
+    reconcile(namespace, labels[b.L_WORKLOAD], INDEXES, logger)
 
 
 _pods_seen: dict[str, PodState] = {}
 
 
 @kopf.on.event("", "v1", "services", labels={b.L_WORKLOAD: kopf.PRESENT})
-def service_event(namespace: str, labels: dict[str, str], type: str | None, logger: logging.Logger,
-                  **kwargs: Any) -> None:
+def service_event(namespace: str, uid: str, labels: dict[str, str], type: str | None, body: kopf.Body,
+                  logger: logging.Logger, **_: Any) -> None:
     """A development Service deleted or edited by hand is put back."""
+    if type == "DELETED":
+        INDEXES.services.delete(uid)
+    else:
+        INDEXES.services.update(body)
     if type in ("DELETED", "MODIFIED"):
-        reconcile(namespace, labels[b.L_WORKLOAD], Indexes.of(kwargs), logger)
+        reconcile(namespace, labels[b.L_WORKLOAD], INDEXES, logger)
 
 
 def reconcile_users(namespace: str, artifact: str, idx: Indexes, logger: logging.Logger) -> None:
     """Reconcile every Workload that runs this Artifact (a draft change restarts them), in parallel.
     One failure does not hold up the others; the Artifact's handler is retried for them."""
-    names = sorted(set(idx.workloads.get((namespace, artifact), [])))
+    names = sorted(set(idx.workloads.get((namespace, artifact))))
     if not names:
         return
     failed: list[str] = []
