@@ -48,6 +48,13 @@ class Index(Generic[V]):
             self._unconfirmed.discard(uid)
             self._remove(uid)
 
+    def observe(self, event_type: str | None, obj: Body) -> None:
+        """Apply one watch event (kopf's ``type``: None for its initial listing)."""
+        if event_type == "DELETED":
+            self.delete(str(obj["metadata"]["uid"]))
+        else:
+            self.update(obj)
+
     def _remove(self, uid: str) -> None:
         key = self._key_of.pop(uid, None)
         if key is not None:

@@ -145,19 +145,13 @@ SWEEP_AFTER = 120.0
 
 
 @kopf.on.event(*ARTIFACTS)
-async def artifact_event(type: str | None, body: kopf.Body, uid: str, **_: Any) -> None:
-    if type == "DELETED":
-        INDEXES.artifacts.delete(uid)
-    else:
-        INDEXES.artifacts.update(body)
+async def artifact_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    INDEXES.artifacts.observe(type, body)
 
 
 @kopf.on.event(*WORKLOADS)
-async def workload_event(type: str | None, body: kopf.Body, uid: str, **_: Any) -> None:
-    if type == "DELETED":
-        INDEXES.workloads.delete(uid)
-    else:
-        INDEXES.workloads.update(body)
+async def workload_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    INDEXES.workloads.observe(type, body)
 
 
 # --- the reconcile ---------------------------------------------------------------------------
@@ -396,10 +390,7 @@ def _plain(body: kopf.Body) -> Body:
 def pod_event(namespace: str, uid: str, labels: dict[str, str], type: str | None, status: Body, meta: Body,
               body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
     """A pod's readiness, failure or deletion matters to its Workload; scheduling and the like do not."""
-    if type == "DELETED":
-        INDEXES.pods.delete(uid)
-    else:
-        INDEXES.pods.update(body)
+    INDEXES.pods.observe(type, body)
     if type is None:  # the initial listing: the workloads' resume handlers cover it
         return
     if type == "DELETED":
@@ -417,13 +408,10 @@ _pods_seen: dict[str, PodState] = {}
 
 
 @kopf.on.event("", "v1", "services", labels={b.L_WORKLOAD: kopf.PRESENT})
-def service_event(namespace: str, uid: str, labels: dict[str, str], type: str | None, body: kopf.Body,
+def service_event(namespace: str, labels: dict[str, str], type: str | None, body: kopf.Body,
                   logger: logging.Logger, **_: Any) -> None:
     """A development Service deleted or edited by hand is put back."""
-    if type == "DELETED":
-        INDEXES.services.delete(uid)
-    else:
-        INDEXES.services.update(body)
+    INDEXES.services.observe(type, body)
     if type in ("DELETED", "MODIFIED"):
         reconcile(namespace, labels[b.L_WORKLOAD], INDEXES, logger)
 
