@@ -223,6 +223,12 @@ HANDLERS: dict[str, Callable[[Review], Changes | None]] = {
 CALLS_API = {"validate-artifact", "audit-deployment", "validate-deployment"}
 
 
+def calls_api(hook: str, request: Body) -> bool:
+    """Whether answering reads from the API server (then, off the server's event loop): the
+    deployment hooks always; an artifact's validation only for a deletion (is it in use?)."""
+    return hook in CALLS_API and (hook != "validate-artifact" or request.get("operation") == "DELETE")
+
+
 def json_patch(obj: Body, changes: Changes) -> list[Body]:
     """RFC 6902 operations that apply a handler's changes to the object under review."""
     ops: list[Body] = []
@@ -246,7 +252,7 @@ def json_patch(obj: Body, changes: Changes) -> list[Body]:
 
 
 def answer(hook: str, request: Body) -> Body:
-    """The AdmissionReview response to one request (blocking: call it from a thread if CALLS_API)."""
+    """The AdmissionReview response to one request (blocking: call it from a thread if calls_api)."""
     response: Body = {"uid": request.get("uid", ""), "allowed": True}
     try:
         r = Review.of(request)
