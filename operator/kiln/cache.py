@@ -30,13 +30,13 @@ class Index(Generic[V]):
         self._lock = threading.Lock()
         self._by_key: dict[Key, dict[str, V]] = {}
         self._key_of: dict[str, Key] = {}
-        self._unconfirmed: set[str] = set()
+        self._unconfirmed: dict[str, tuple[str, str]] = {}  # uid -> (namespace, name)
 
     def update(self, obj: Body) -> None:
         uid = str(obj["metadata"]["uid"])
         kv = self._entry(obj)
         with self._lock:
-            self._unconfirmed.discard(uid)
+            self._unconfirmed.pop(uid, None)
             self._remove(uid)
             if kv is not None:
                 key, value = kv
@@ -45,7 +45,7 @@ class Index(Generic[V]):
 
     def delete(self, uid: str) -> None:
         with self._lock:
-            self._unconfirmed.discard(uid)
+            self._unconfirmed.pop(uid, None)
             self._remove(uid)
 
     def observe(self, event_type: str | None, obj: Body) -> None:
@@ -79,17 +79,21 @@ class Index(Generic[V]):
         gives one for every object that still exists) updates them."""
         for obj in objs:
             self.update(obj)
+            meta = obj["metadata"]
             with self._lock:
-                self._unconfirmed.add(str(obj["metadata"]["uid"]))
+                self._unconfirmed[str(meta["uid"])] = (str(meta.get("namespace") or ""), str(meta["name"]))
 
-    def sweep(self) -> int:
-        """Drop the entries of objects deleted between the LIST and the start of the watch: no event
-        confirmed them. Returns how many."""
+    def sweep(self, exists: Callable[[str, str, str], bool]) -> int:
+        """Drop the entries of objects deleted between the LIST and the start of the watch (no event
+        has confirmed them, and ``exists(namespace, name, uid)`` says they are gone); keep the others.
+        Returns how many were dropped."""
         with self._lock:
-            gone = list(self._unconfirmed)
+            pending = dict(self._unconfirmed)
+            self._unconfirmed.clear()
+        gone = [uid for uid, (ns, name) in pending.items() if not exists(ns, name, uid)]
+        with self._lock:
             for uid in gone:
                 self._remove(uid)
-            self._unconfirmed.clear()
         return len(gone)
 
 

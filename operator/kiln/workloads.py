@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import json
 import logging
 import os
 import threading
@@ -130,8 +131,26 @@ def prime_indexes(logger: logging.Logger, **_: Any) -> None:
     logger.info(f"indexed {len(idx.pods)} pods, {len(idx.artifacts)} artifacts, {len(idx.services)} services, "
                 f"{len(idx.workloads)} workloads")
 
+    def exists(get: Callable[..., Any]) -> Callable[[str, str, str], bool]:
+        def check(ns: str, name: str, uid: str) -> bool:
+            try:
+                obj = json.loads(get(name, ns, _preload_content=False).data)
+            except ApiException as e:
+                return e.status != 404
+            return bool(obj["metadata"]["uid"] == uid)
+        return check
+
+    def custom_get(plural: str) -> Callable[..., Any]:
+        return lambda name, ns, **kw: custom.get_namespaced_custom_object(b.GROUP, b.VERSION, ns, plural, name, **kw)
+
     def sweep() -> None:
-        dropped = sum(index.sweep() for index in idx.all())
+        gets = (core.read_namespaced_pod, custom_get("artifacts"), core.read_namespaced_service,
+                custom_get("workloads"))
+        try:
+            dropped = sum(index.sweep(exists(get)) for index, get in zip(idx.all(), gets, strict=True))
+        except Exception as e:  # a thread's last resort: the entries stay, as before
+            logger.warning(f"could not check the index entries no watch event has confirmed: {e}")
+            return
         if dropped:
             logger.info(f"dropped {dropped} index entries of objects deleted while the operator started")
 
@@ -140,7 +159,8 @@ def prime_indexes(logger: logging.Logger, **_: Any) -> None:
     timer.start()
 
 
-# By then kopf has listed every kind once (its initial listing confirms each entry that still exists).
+# By then kopf has listed every kind (its initial listing confirms each entry still there); what it has
+# not confirmed is checked with a GET.
 SWEEP_AFTER = 120.0
 
 

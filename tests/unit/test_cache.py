@@ -35,13 +35,20 @@ def test_an_object_without_an_entry_is_left_out() -> None:
     assert len(idx) == 0 and idx.get(("ns", "a")) == []
 
 
-def test_the_sweep_drops_primed_entries_no_event_confirmed() -> None:
+def test_the_sweep_drops_primed_entries_of_objects_gone() -> None:
     idx: Index[str] = Index(entry)
-    idx.prime([obj("1", name="kept"), obj("2", name="gone")])
-    idx.observe(None, obj("1", name="kept"))  # kopf's initial listing still has it
-    assert idx.sweep() == 1
-    assert idx.get(("ns", "a")) == ["kept"]
-    assert idx.sweep() == 0  # once
+    idx.prime([obj("1", name="kept"), obj("2", name="gone"), obj("3", name="slow")])
+    idx.observe(None, obj("1", name="kept"))  # kopf's initial listing has it
+    asked: list[str] = []
+
+    def exists(ns: str, name: str, uid: str) -> bool:
+        asked.append(name)
+        return name == "slow"  # not yet seen by a watch, but there
+
+    assert idx.sweep(exists) == 1
+    assert sorted(asked) == ["gone", "slow"]  # confirmed entries are not checked
+    assert sorted(idx.get(("ns", "a"))) == ["kept", "slow"]
+    assert idx.sweep(exists) == 0  # once
 
 
 def test_pages_follow_the_continue_token() -> None:
