@@ -63,6 +63,7 @@ def artifact_changed(body: Body, namespace: str, name: str, reason: str, logger:
     # A Workload waiting for this Artifact starts; one running an older draft restarts. This comes
     # first, so that status.observedGeneration says the change has been acted upon. (On resume the
     # Workloads' own resume handlers do it.)
+    workloads.INDEXES.artifacts.update(body)
     if reason != "resume":
         workloads.reconcile_users(namespace, name, workloads.INDEXES, logger)
     old = dict(body.get("status") or {})

@@ -221,6 +221,13 @@ def remove_local_webhooks(logger: logging.Logger, **_: Any) -> None:
         logger.info(f"removed validating/mutatingwebhookconfiguration {admission.CONFIG_NAME}")
 
 
+def _no_handler_successes(record: logging.LogRecord) -> bool:
+    """kopf logs each handler's success at INFO, a line per watch event handled; failures, retries
+    and Kiln's own messages still go through."""
+    msg = record.msg
+    return not (isinstance(msg, str) and msg.startswith("Handler ") and msg.endswith(" succeeded."))
+
+
 def _limit_malloc_arenas(arenas: int = 2) -> None:
     """glibc gives each thread that allocates its own arena (up to 8 per core); with kopf's worker
     threads that multiplies the resident memory for no gain. Same as MALLOC_ARENA_MAX=2."""
@@ -238,6 +245,7 @@ def run(namespaces: list[str], webhook_port: int = 0, webhooks: bool = True, reg
     workloads.NAMESPACES[:] = namespaces
     _limit_malloc_arenas()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kopf.objects").addFilter(_no_handler_successes)
     if webhooks and webhook_cert_dir:
         _webhooks = Webhooks(port=webhook_port or 9443, certdir=Path(webhook_cert_dir), addr="0.0.0.0",
                              register=False)

@@ -164,14 +164,20 @@ def prime_indexes(logger: logging.Logger, **_: Any) -> None:
 SWEEP_AFTER = 120.0
 
 
-@kopf.on.event(*ARTIFACTS)
-async def artifact_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    INDEXES.artifacts.observe(type, body)
+# Artifacts and Workloads enter the indexes from their own create/update/resume handlers (what is
+# indexed of them is in their spec); only their deletion needs a handler of its own.
+def _deleted(type: str | None, **_: Any) -> bool:
+    return type == "DELETED"
 
 
-@kopf.on.event(*WORKLOADS)
-async def workload_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    INDEXES.workloads.observe(type, body)
+@kopf.on.event(*ARTIFACTS, when=_deleted)
+async def artifact_deleted(body: kopf.Body, **_: Any) -> None:
+    INDEXES.artifacts.observe("DELETED", body)
+
+
+@kopf.on.event(*WORKLOADS, when=_deleted)
+async def workload_deleted(body: kopf.Body, **_: Any) -> None:
+    INDEXES.workloads.observe("DELETED", body)
 
 
 # --- the reconcile ---------------------------------------------------------------------------
@@ -396,6 +402,7 @@ def _port(p: Body) -> tuple[Any, ...]:
 @kopf.on.create(*WORKLOADS)
 @kopf.on.update(*WORKLOADS)
 def workload_changed(namespace: str, name: str, body: kopf.Body, logger: logging.Logger, **kwargs: Any) -> None:
+    INDEXES.workloads.update(body)
     reconcile(namespace, name, INDEXES, logger, body=_plain(body))
 
 
