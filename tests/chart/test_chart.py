@@ -166,7 +166,7 @@ EXPECTED_RULES = {
     ("kiln.dev", "deployments/status"): {"patch"},
     ("kiln.dev", "workloads/finalizers"): {"update"},
     ("kiln.dev", "deployments/finalizers"): {"update"},
-    ("", "pods"): {"list", "watch", "create", "delete"},
+    ("", "pods"): {"get", "list", "watch", "create", "delete"},
     ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "events"): {"create"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "update"},
