@@ -97,6 +97,11 @@ class Index(Generic[V]):
         return len(gone)
 
 
+def deleted(type: str | None, **_: Any) -> bool:
+    """A ``when=`` filter for kopf event handlers: the object is gone."""
+    return type == "DELETED"
+
+
 def pages(fetch: Callable[..., Any], size: int = 500) -> Iterator[list[dict[str, Any]]]:
     """The items of a LIST, a page at a time, read as raw JSON (no client models): ``fetch`` is a
     kubernetes client list call, taking ``limit`` and ``_continue``."""

@@ -116,7 +116,9 @@ def ignore(*codes: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return deco
 
 
-_locks: dict[tuple[str, ...], threading.Lock] = {}
+# Each object's lock and how many callers hold or wait for it: dropped when none do, so that the
+# table holds the objects being reconciled, not every object ever seen.
+_locks: dict[tuple[str, ...], tuple[threading.Lock, int]] = {}
 _locks_guard = threading.Lock()
 
 
@@ -125,9 +127,18 @@ def locked(*key: str) -> Iterator[None]:
     """Serialise reconciles of one object: several triggers (its own events, its children's, its
     artifact's) may fire at once in kopf's worker threads."""
     with _locks_guard:
-        lock = _locks.setdefault(key, threading.Lock())
-    with lock:
-        yield
+        lock, users = _locks.get(key, (threading.Lock(), 0))
+        _locks[key] = (lock, users + 1)
+    try:
+        with lock:
+            yield
+    finally:
+        with _locks_guard:
+            lock, users = _locks[key]
+            if users == 1:
+                del _locks[key]
+            else:
+                _locks[key] = (lock, users - 1)
 
 
 def admission_api() -> client.AdmissionregistrationV1Api:

@@ -18,7 +18,7 @@ import kopf
 from kubernetes.client.rest import ApiException
 
 # Handlers register themselves with kopf on import.
-from kiln import admission, artifacts, deployments, kube, workloads  # noqa: F401 - registration
+from kiln import admission, artifacts, cache, deployments, kube, workloads  # noqa: F401 - registration
 from kiln import builders as b
 from kiln.cluster import free_port
 
@@ -136,13 +136,9 @@ class ObservedDiffBase(kopf.DiffBaseStorage):
 DIFFBASE = ObservedDiffBase()
 
 
-def _deleted(type: str | None, **_: Any) -> bool:
-    return type == "DELETED"
-
-
-@kopf.on.event("kiln.dev", "v1alpha1", "artifacts", when=_deleted)
-@kopf.on.event("kiln.dev", "v1alpha1", "workloads", when=_deleted)
-@kopf.on.event("kiln.dev", "v1alpha1", "deployments", when=_deleted)
+@kopf.on.event("kiln.dev", "v1alpha1", "artifacts", when=cache.deleted)
+@kopf.on.event("kiln.dev", "v1alpha1", "workloads", when=cache.deleted)
+@kopf.on.event("kiln.dev", "v1alpha1", "deployments", when=cache.deleted)
 async def forget_deleted(uid: str, **_: Any) -> None:
     DIFFBASE.forget(uid)
 

@@ -166,16 +166,12 @@ SWEEP_AFTER = 120.0
 
 # Artifacts and Workloads enter the indexes from their own create/update/resume handlers (what is
 # indexed of them is in their spec); only their deletion needs a handler of its own.
-def _deleted(type: str | None, **_: Any) -> bool:
-    return type == "DELETED"
-
-
-@kopf.on.event(*ARTIFACTS, when=_deleted)
+@kopf.on.event(*ARTIFACTS, when=cache.deleted)
 async def artifact_deleted(body: kopf.Body, **_: Any) -> None:
     INDEXES.artifacts.observe("DELETED", body)
 
 
-@kopf.on.event(*WORKLOADS, when=_deleted)
+@kopf.on.event(*WORKLOADS, when=cache.deleted)
 async def workload_deleted(body: kopf.Body, **_: Any) -> None:
     INDEXES.workloads.observe("DELETED", body)
 

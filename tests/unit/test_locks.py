@@ -1,0 +1,48 @@
+"""kiln.kube.locked: one reconcile of an object at a time, and no lock kept once nobody uses it."""
+
+from __future__ import annotations
+
+import threading
+
+from kiln import kube
+
+
+def test_serialises_one_key_and_forgets_it_afterwards() -> None:
+    inside = threading.Event()
+    release = threading.Event()
+    order: list[str] = []
+
+    def first() -> None:
+        with kube.locked("workload", "ns", "a"):
+            inside.set()
+            release.wait(10)
+            order.append("first")
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert inside.wait(10)
+    def second() -> None:
+        with kube.locked("workload", "ns", "a"):
+            order.append("second")
+
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    with kube.locked("workload", "ns", "b"):  # another key is not held up
+        order.append("other")
+    assert "second" not in order  # a holds it
+    release.set()
+    t.join(10)
+    waiter.join(10)
+    assert order == ["other", "first", "second"]
+    assert ("workload", "ns", "a") not in kube._locks and ("workload", "ns", "b") not in kube._locks
+
+
+def test_released_on_error() -> None:
+    try:
+        with kube.locked("deployment", "ns", "c"):
+            raise RuntimeError("reconcile failed")
+    except RuntimeError:
+        pass
+    assert ("deployment", "ns", "c") not in kube._locks
+    with kube.locked("deployment", "ns", "c"):  # not left held
+        pass
