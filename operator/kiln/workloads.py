@@ -7,6 +7,7 @@ the Service onto them; a call that finds nothing to change writes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import json
@@ -14,7 +15,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -351,6 +352,21 @@ def _reconcile(workload: Body, artifact: Body | None, observed: Observed, logger
         raise kopf.TemporaryError(problem[1], delay=10)
 
 
+_executor: Executor | None = None  # kopf's thread pool, where its handlers run
+
+
+@kopf.on.startup()
+async def remember_executor(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _executor
+    _executor = settings.execution.executor
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking call in kopf's thread pool, with the caller's context (kopf's, for Events)."""
+    call = functools.partial(contextvars.copy_context().run, fn, *args)
+    return await asyncio.get_running_loop().run_in_executor(_executor, call)
+
+
 def _delete_pods(namespace: str, pods: list[Body], grace: int | None) -> None:
     for p in pods:
         reply = kube.ignore(404)(kube.core().delete_namespaced_pod)(p["name"], namespace, grace_period_seconds=grace,
@@ -410,9 +426,10 @@ def _plain(body: kopf.Body) -> Body:
 
 
 @kopf.on.event("", "v1", "pods", labels={b.L_WORKLOAD: kopf.PRESENT})
-def pod_event(namespace: str, uid: str, labels: dict[str, str], type: str | None, status: Body, meta: Body,
-              body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
-    """A pod's readiness, failure or deletion matters to its Workload; scheduling and the like do not."""
+async def pod_event(namespace: str, uid: str, labels: dict[str, str], type: str | None, status: Body, meta: Body,
+                    body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+    """A pod's readiness, failure or deletion matters to its Workload; scheduling and the like do not.
+    Sorted out here on the event loop; only what matters goes to a thread to be reconciled."""
     INDEXES.pods.observe(type, body)
     if type is None:  # the initial listing: the workloads' resume handlers cover it
         return
@@ -424,19 +441,19 @@ def pod_event(namespace: str, uid: str, labels: dict[str, str], type: str | None
         _pods_seen[uid] = state
         if state == before or (before is None and state == PodState(False, "Pending", False, None)):
             return  # nothing the Workload's status or pods depend on has changed
-    reconcile(namespace, labels[b.L_WORKLOAD], INDEXES, logger)
+    await in_thread(reconcile, namespace, labels[b.L_WORKLOAD], INDEXES, logger)
 
 
 _pods_seen: dict[str, PodState] = {}
 
 
 @kopf.on.event("", "v1", "services", labels={b.L_WORKLOAD: kopf.PRESENT})
-def service_event(namespace: str, labels: dict[str, str], type: str | None, body: kopf.Body,
-                  logger: logging.Logger, **_: Any) -> None:
+async def service_event(namespace: str, labels: dict[str, str], type: str | None, body: kopf.Body,
+                        logger: logging.Logger, **_: Any) -> None:
     """A development Service deleted or edited by hand is put back."""
     INDEXES.services.observe(type, body)
     if type in ("DELETED", "MODIFIED"):
-        reconcile(namespace, labels[b.L_WORKLOAD], INDEXES, logger)
+        await in_thread(reconcile, namespace, labels[b.L_WORKLOAD], INDEXES, logger)
 
 
 def reconcile_users(namespace: str, artifact: str, idx: Indexes, logger: logging.Logger) -> None:
