@@ -32,36 +32,40 @@ class Index(Generic[V]):
         self._key_of: dict[str, Key] = {}
         self._unconfirmed: dict[str, tuple[str, str]] = {}  # uid -> (namespace, name)
 
-    def update(self, obj: Body) -> None:
+    def update(self, obj: Body) -> V | None:
+        """Index an object; returns the entry it had before (None if it had none)."""
         uid = str(obj["metadata"]["uid"])
         kv = self._entry(obj)
         with self._lock:
             self._unconfirmed.pop(uid, None)
-            self._remove(uid)
+            before = self._remove(uid)
             if kv is not None:
                 key, value = kv
                 self._by_key.setdefault(key, {})[uid] = value
                 self._key_of[uid] = key
+        return before
 
-    def delete(self, uid: str) -> None:
+    def delete(self, uid: str) -> V | None:
         with self._lock:
             self._unconfirmed.pop(uid, None)
-            self._remove(uid)
+            return self._remove(uid)
 
-    def observe(self, event_type: str | None, obj: Body) -> None:
-        """Apply one watch event (kopf's ``type``: None for its initial listing)."""
+    def observe(self, event_type: str | None, obj: Body) -> V | None:
+        """Apply one watch event (kopf's ``type``: None for its initial listing); returns the
+        object's entry from before it."""
         if event_type == "DELETED":
-            self.delete(str(obj["metadata"]["uid"]))
-        else:
-            self.update(obj)
+            return self.delete(str(obj["metadata"]["uid"]))
+        return self.update(obj)
 
-    def _remove(self, uid: str) -> None:
+    def _remove(self, uid: str) -> V | None:
         key = self._key_of.pop(uid, None)
-        if key is not None:
-            entries = self._by_key[key]
-            entries.pop(uid, None)
-            if not entries:
-                del self._by_key[key]
+        if key is None:
+            return None
+        entries = self._by_key[key]
+        before = entries.pop(uid, None)
+        if not entries:
+            del self._by_key[key]
+        return before
 
     def get(self, key: Key) -> list[V]:
         with self._lock:

@@ -419,32 +419,26 @@ def workload_changed(namespace: str, name: str, body: kopf.Body, logger: logging
 
 
 def _plain(body: kopf.Body) -> Body:
-    """A kopf Body as plain, mutable dicts."""
-    import copy
-
-    return copy.deepcopy(dict(body))
+    """A kopf Body as plain, mutable dicts (without metadata.managedFields, which nothing here reads)."""
+    plain: Body = json.loads(json.dumps({**body, "metadata": {
+        k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"}}))
+    return plain
 
 
 @kopf.on.event("", "v1", "pods", labels={b.L_WORKLOAD: kopf.PRESENT})
-async def pod_event(namespace: str, uid: str, labels: dict[str, str], type: str | None, status: Body, meta: Body,
+async def pod_event(namespace: str, labels: dict[str, str], type: str | None, status: Body, meta: Body,
                     body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
     """A pod's readiness, failure or deletion matters to its Workload; scheduling and the like do not.
     Sorted out here on the event loop; only what matters goes to a thread to be reconciled."""
-    INDEXES.pods.observe(type, body)
+    entry = INDEXES.pods.observe(type, body)
     if type is None:  # the initial listing: the workloads' resume handlers cover it
         return
-    if type == "DELETED":
-        _pods_seen.pop(uid, None)
-    else:
+    if type != "DELETED":
         state = pod_state(status, meta)
-        before = _pods_seen.get(uid)
-        _pods_seen[uid] = state
+        before = PodState(*(entry[f] for f in PodState._fields)) if entry is not None else None
         if state == before or (before is None and state == PodState(False, "Pending", False, None)):
             return  # nothing the Workload's status or pods depend on has changed
     await in_thread(reconcile, namespace, labels[b.L_WORKLOAD], INDEXES, logger)
-
-
-_pods_seen: dict[str, PodState] = {}
 
 
 @kopf.on.event("", "v1", "services", labels={b.L_WORKLOAD: kopf.PRESENT})

@@ -28,6 +28,15 @@ def test_entries_by_key_follow_updates_and_deletions() -> None:
     assert len(idx) == 1
 
 
+def test_each_event_returns_the_entry_it_replaced() -> None:
+    """What the pod handler compares a pod's new state with (did anything that matters change?)."""
+    idx: Index[str] = Index(entry)
+    assert idx.observe("ADDED", obj("1", name="p")) is None
+    assert idx.observe("MODIFIED", obj("1", name="p2")) == "p"
+    assert idx.observe("DELETED", obj("1", name="p2")) == "p2"
+    assert idx.observe("DELETED", obj("1", name="p2")) is None
+
+
 def test_an_object_without_an_entry_is_left_out() -> None:
     idx: Index[str] = Index(entry)
     idx.observe("ADDED", obj("1", name="p"))

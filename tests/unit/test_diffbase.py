@@ -69,3 +69,19 @@ def test_forgotten_objects_are_new_again() -> None:
     store.store(body=b, patch=kopf.Patch(), essence=store.build(body=b))
     store.forget("u1")
     assert store.fetch(body=b) is None
+
+
+def test_the_essence_is_kopfs_without_its_own_annotations() -> None:
+    """The slim build (no copy of status and managedFields) gives what kopf's own build gives."""
+    b = body(**{"kiln.dev/restartedAt": "now", f"{PREFIX}/workload_changed": "{}"})
+    raw = copy.deepcopy(dict(b))
+    raw["metadata"]["labels"] = {"app": "x"}
+    raw["metadata"]["managedFields"] = [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]
+    raw["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    b = kopf.Body(raw)
+    store = ObservedDiffBase()
+    kopfs = kopf.DiffBaseStorage.build(store, body=b)
+    del kopfs["metadata"]["annotations"][f"{PREFIX}/workload_changed"]
+    assert store.build(body=b) == kopfs == {
+        "spec": {"artifactRef": {"name": "a"}, "replicas": 1},
+        "metadata": {"labels": {"app": "x"}, "annotations": {"kiln.dev/restartedAt": "now"}}}
