@@ -19,7 +19,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ SHARED = 20 if QUICK else 100
 # Phases to run (all by default), e.g. BENCH_ONLY=throughput,footprint while tuning one of them.
 PHASES = ("throughput", "restart", "admission", "footprint", "requests")
 ONLY = [x for x in os.environ.get("BENCH_ONLY", ",".join(PHASES)).split(",") if x]
+FLOOR_HOOK = "noop.bench.kiln.dev"  # the admission floor: hack/noop-webhook
 TARGETS = {"ratio_at_max_n": 1.5, "restart_p95_s": 2.0, "shared_restart_s": 15.0, "webhook_p99_ms": 20.0,
            "rss_mb_at_max_objects": 200.0, "idle_resync_writes": 0}
 
@@ -145,6 +147,51 @@ class Bench:
         self.delete_namespace(ns)
         return took
 
+    def floor(self, n: int) -> float:
+        """The least API work N Workloads can cost, with the operator stopped: the client creates each
+        Workload and then, as a perfect operator would, its pod (the operator's own pod object), one
+        Event and one status write. No webhook is called. Kiln's time can approach this, not the
+        direct one."""
+        assert self.operator is None, "the floor is measured without the operator"
+        from kiln import builders as kb
+        from kiln import conditions as cond
+        from kiln.digest import spec_digest
+
+        ns = self.namespace()
+        art = artifact("app", "registry.example/app:1", ports=False)
+        self.custom.create_namespaced_custom_object(G, V, ns, "artifacts", art)
+        digest = spec_digest(art["spec"])
+        rev = kb.revision(digest, None)
+
+        def one(i: int) -> None:
+            name = f"w-{i}"
+            wl = self.custom.create_namespaced_custom_object(G, V, ns, "workloads", {
+                "apiVersion": f"{G}/{V}", "kind": "Workload", "metadata": {"name": name},
+                "spec": {"artifactRef": {"name": "app"}}})
+            pod = kb.workload_pod(name, "app", art["spec"]["containers"], digest, rev, 0)
+            pod["metadata"]["ownerReferences"] = [kb.owner_reference(wl, "Workload")]
+            self.core.create_namespaced_pod(ns, pod, _preload_content=False).read()
+            self.core.create_namespaced_event(ns, {
+                "metadata": {"generateName": f"{name}."}, "type": "Normal", "reason": "Created",
+                "message": "created 1 pod(s) running Artifact app", "source": {"component": "kiln"},
+                "involvedObject": {"apiVersion": f"{G}/{V}", "kind": "Workload", "name": name, "namespace": ns,
+                                   "uid": wl["metadata"]["uid"]}}, _preload_content=False).read()
+            msg = "1/1 pods ready"
+            self.custom.patch_namespaced_custom_object_status(G, V, ns, "workloads", name, {"status": {
+                "observedGeneration": 1, "state": "Running", "replicas": 1, "readyReplicas": 1,
+                "artifact": {"name": "app", "lifecycle": "Draft", "specDigest": digest},
+                "conditions": cond.merge(None, [cond.condition("Ready", True, "PodsReady", msg, 1),
+                                                cond.condition("Available", True, "MinimumReplicasAvailable", msg, 1),
+                                                cond.condition("Progressing", False, "Converged", msg, 1)])}},
+                _preload_content=False).read()
+
+        t0 = time.monotonic()
+        self.parallel(one, n)
+        wait(lambda: len(self.ready_pods(ns)) == n, 600, f"{n} floor pods Ready", interval=0.1)
+        took = time.monotonic() - t0
+        self.delete_namespace(ns)
+        return took
+
     # --- 2. restart latency -----------------------------------------------------------------
 
     def restart_latency(self) -> list[float]:
@@ -188,26 +235,83 @@ class Bench:
 
     # --- 3. admission latency ---------------------------------------------------------------
 
-    def admission(self, updates: int = 400, concurrency: int = 20) -> dict[str, float]:
+    def admission(self, updates: int = 400, concurrency: int = 20) -> dict[str, Any]:
+        """Kiln's validate-artifact webhook as the API server measures it under concurrent updates; beside
+        it, for the very same requests, an allow-everything webhook in Go (hack/noop-webhook): the floor
+        of any webhook's latency on this machine under this load."""
         ns = self.namespace()
         for i in range(concurrency):
             self.custom.create_namespaced_custom_object(G, V, ns, "artifacts", artifact(f"a-{i}", "r.example/a:1"))
-        # Warm-up, not measured: the API server opens its connections to the webhook server (one
-        # TLS handshake each) under the same concurrency.
-        self.parallel(lambda i: self.custom.patch_namespaced_custom_object(
-            G, V, ns, "artifacts", f"a-{i % concurrency}", {"spec": {"description": f"warm-up {i}"}}),
-            2 * concurrency, workers=concurrency)
-        before = webhook_histogram(self.metrics(), "validate-artifact.kiln.dev", "UPDATE")
-        t0 = time.monotonic()
-        self.parallel(lambda i: self.custom.patch_namespaced_custom_object(
-            G, V, ns, "artifacts", f"a-{i % concurrency}", {"spec": {"description": f"update {i}"}}),
-            updates, workers=concurrency)
-        wall = time.monotonic() - t0
-        after = webhook_histogram(self.metrics(), "validate-artifact.kiln.dev", "UPDATE")
-        delta = [(le, after[le] - before.get(le, 0)) for le in sorted(after)]
+        hooks = {"kiln": "validate-artifact.kiln.dev", "floor": FLOOR_HOOK}
+        with self.noop_webhook():
+            # Warm-up, not measured: the API server opens its connections to the webhook servers (one
+            # TLS handshake each) under the same concurrency.
+            self.parallel(lambda i: self.custom.patch_namespaced_custom_object(
+                G, V, ns, "artifacts", f"a-{i % concurrency}", {"spec": {"description": f"warm-up {i}"}}),
+                2 * concurrency, workers=concurrency)
+            m = self.metrics()
+            before = {k: webhook_histogram(m, h, "UPDATE") for k, h in hooks.items()}
+            t0 = time.monotonic()
+            self.parallel(lambda i: self.custom.patch_namespaced_custom_object(
+                G, V, ns, "artifacts", f"a-{i % concurrency}", {"spec": {"description": f"update {i}"}}),
+                updates, workers=concurrency)
+            wall = time.monotonic() - t0
+            m = self.metrics()
         self.delete_namespace(ns)
-        return {"count": delta[-1][1], "p50_ms": quantile(delta, 0.5) * 1000, "p99_ms": quantile(delta, 0.99) * 1000,
-                "updates_per_s": updates / wall, "buckets_ms": [le * 1000 for le, _ in delta if le != float("inf")]}
+        out: dict[str, Any] = {"updates_per_s": updates / wall}
+        for k, h in hooks.items():
+            after = webhook_histogram(m, h, "UPDATE")
+            delta = [(le, after[le] - before[k].get(le, 0)) for le in sorted(after)]
+            fig = {"count": delta[-1][1], "p50_ms": quantile(delta, 0.5) * 1000,
+                   "p99_ms": quantile(delta, 0.99) * 1000,
+                   "buckets_ms": [le * 1000 for le, _ in delta if le != float("inf")],
+                   "counts": [c for _, c in delta]}
+            if k == "kiln":
+                out.update(fig)
+            else:
+                out["floor"] = fig
+        return out
+
+    @contextmanager
+    def noop_webhook(self) -> Iterator[None]:
+        """hack/noop-webhook served on 127.0.0.1 and registered for what Kiln's validate-artifact sees."""
+        binary = subprocess.run(["bash", str(ROOT / "hack" / "noop-webhook" / "build.sh")], check=True,
+                                capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        ca, cert, key = self.tls_files("noop-webhook")
+        port = cluster.free_port()
+        proc = subprocess.Popen([binary, f"--addr=127.0.0.1:{port}", f"--cert={cert}", f"--key={key}"],
+                                stderr=subprocess.DEVNULL)  # the readiness probe's bare connection is logged
+        wait(lambda: listening(port), 30, "noop webhook")
+        from kiln import admission as adm
+
+        validating, _ = adm.webhook_configurations({"url": f"https://127.0.0.1:{port}", "caBundle": ca})
+        hook = next(w for w in validating["webhooks"] if w["name"] == "validate-artifact.kiln.dev")
+        hook.update(name=FLOOR_HOOK, clientConfig={"url": f"https://127.0.0.1:{port}/noop", "caBundle": ca})
+        reg = client.AdmissionregistrationV1Api(self.api)
+        reg.create_validating_webhook_configuration({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": "kiln-bench-floor"}, "webhooks": [hook]})
+        try:
+            yield
+        finally:
+            reg.delete_validating_webhook_configuration("kiln-bench-floor")
+            proc.terminate()
+            proc.wait(10)
+
+    def tls_files(self, name: str) -> tuple[str, Path, Path]:
+        """A CA (base64 PEM, for a caBundle) and a serving certificate for 127.0.0.1 in workdir/name."""
+        import base64
+
+        import trustme
+
+        d = self.workdir / name
+        d.mkdir(exist_ok=True)
+        ca = trustme.CA()
+        leaf = ca.issue_cert("127.0.0.1")
+        leaf.cert_chain_pems[0].write_to_path(str(d / "tls.crt"))
+        leaf.private_key_pem.write_to_path(str(d / "tls.key"))
+        ca.cert_pem.write_to_path(str(d / "ca.crt"))
+        return base64.b64encode(ca.cert_pem.bytes()).decode(), d / "tls.crt", d / "tls.key"
 
     def webhook_alone(self, updates: int = 2000, concurrency: int = 20) -> dict[str, float]:
         """The webhook server by itself, as the API server calls it (TLS, keep-alive, 20 at once):
@@ -215,20 +319,12 @@ class Bench:
         import http.client
         import ssl as ssl_
 
-        import trustme
-
-        d = self.workdir / "webhook-alone"
-        d.mkdir(exist_ok=True)
-        ca = trustme.CA()
-        leaf = ca.issue_cert("127.0.0.1")
-        leaf.cert_chain_pems[0].write_to_path(str(d / "tls.crt"))
-        leaf.private_key_pem.write_to_path(str(d / "tls.key"))
+        _, cert, key = self.tls_files("webhook-alone")
         port = cluster.free_port()
         proc = subprocess.Popen([sys.executable, "-m", "kiln.webhook", f"--port={port}",
-                                 f"--cert={d / 'tls.crt'}", f"--key={d / 'tls.key'}"], stderr=subprocess.DEVNULL)
+                                 f"--cert={cert}", f"--key={key}"], stderr=subprocess.DEVNULL)
         try:
-            wait(lambda: subprocess.run(["bash", "-c", f"echo > /dev/tcp/127.0.0.1/{port}"],
-                                        capture_output=True).returncode == 0, 30, "webhook server")
+            wait(lambda: listening(port), 30, "webhook server")
             old = artifact("a", "r.example/a:1")
             old["metadata"]["namespace"] = "ns"
             new = json.loads(json.dumps(old))
@@ -236,8 +332,7 @@ class Bench:
             body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
                 "uid": "u", "operation": "UPDATE", "name": "a", "namespace": "ns", "object": new, "oldObject": old,
                 "userInfo": {"username": "bench"}}}).encode()
-            ctx = ssl_.create_default_context()
-            ca.configure_trust(ctx)
+            ctx = ssl_.create_default_context(cafile=str(cert.parent / "ca.crt"))
             latencies: list[float] = []
 
             def worker(_: int) -> None:
@@ -362,6 +457,13 @@ def artifact(name: str, image: str, ports: bool = True) -> dict[str, Any]:
             "spec": {"containers": [container(image, ports)]}}
 
 
+def listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def exists(fn: Callable[[], Any]) -> bool:
     try:
         fn()
@@ -466,7 +568,7 @@ def main() -> int:
                     log(f"throughput: {n} workloads with ports (a Service each) through Kiln")
                     runs.append((d, k, bench.kiln(n, ports=True)))
                 results["throughput"].append({
-                    "n": n, "runs": len(runs),
+                    "n": n, "runs": len(runs), "direct_runs_s": [round(d, 2) for d, _, _ in runs],
                     "direct_s": statistics.median(d for d, _, _ in runs),
                     "kiln_s": statistics.median(k for _, k, _ in runs),
                     "kiln_with_services_s": statistics.median(ks for _, _, ks in runs),
@@ -474,6 +576,15 @@ def main() -> int:
                     "ratio": statistics.median(k / d for d, k, _ in runs),
                     "ratio_with_services": statistics.median(ks / d for d, _, ks in runs),
                     "ratios": [round(k / d, 2) for d, k, _ in runs]})
+            # The floor: no operator at all, the client doing a perfect operator's API calls.
+            bench.stop_operator()
+            for t in results["throughput"]:
+                log(f"throughput floor: {t['n']} workloads, the operator's API calls made by the client")
+                floors = [bench.floor(t["n"]) for _ in range(t["runs"])]
+                t["floor_s"] = statistics.median(floors)
+                t["floor_ratio"] = t["floor_s"] / t["direct_s"]
+                t["kiln_over_floor"] = t["kiln_s"] / t["floor_s"]
+            bench.start_operator()
         if "restart" in ONLY:
             log(f"restart latency over {EDITS} draft edits")
             lat = bench.restart_latency()
@@ -518,6 +629,13 @@ def check_targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "rss_mb_at_max_objects": lambda: r["footprint"][-1]["rss_mb"],
         "idle_resync_writes": lambda: r["requests"]["resync"]["writes"],
     }
+    # What the same figure is with Kiln's part taken out, measured in the same run: no operator at all
+    # (throughput), an allow-everything webhook in Go (admission). A target below its floor cannot
+    # be reached by tuning Kiln on this machine.
+    floors = {
+        "ratio_at_max_n": lambda: r["throughput"][-1]["floor_ratio"],
+        "webhook_p99_ms": lambda: r["admission"]["floor"]["p99_ms"],
+    }
     out = {}
     for k, fn in pick.items():
         try:
@@ -525,6 +643,8 @@ def check_targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
         except KeyError:  # the phase was not run (BENCH_ONLY)
             continue
         out[k] = {"value": v, "target": TARGETS[k], "met": v <= TARGETS[k]}
+        if k in floors:
+            out[k]["floor"] = floors[k]()
     return out
 
 
@@ -539,6 +659,10 @@ def report(r: dict[str, Any]) -> str:
                          f"ratio Kiln/direct {t['ratio']:.2f}   (with a Service each: "
                          f"{t['kiln_with_services_s']:6.2f} s, ratio {t['ratio_with_services']:.2f})"
                          + (f"   median of {t['runs']} runs, ratios {t['ratios']}" if t["runs"] > 1 else ""))
+            if "floor_s" in t:
+                lines.append(f"          floor (no operator; the client makes each Workload's pod, Event and status): "
+                             f"{t['floor_s']:.2f} s, ratio floor/direct {t['floor_ratio']:.2f}; "
+                             f"Kiln/floor {t['kiln_over_floor']:.2f}")
     if "restart" in r:
         rs = r["restart"]
         lines += ["2. Restart latency (draft edit -> new pod Ready)",
@@ -549,6 +673,10 @@ def report(r: dict[str, Any]) -> str:
         lines += ["3. Admission (validate-artifact, API server histogram, 20 concurrent updates)",
                   f"   p50 {a['p50_ms']:.1f} ms   p99 {a['p99_ms']:.1f} ms   over {a['count']:.0f} calls, "
                   f"{a['updates_per_s']:.0f} updates/s (buckets: {', '.join(f'{b:g}' for b in a['buckets_ms'])} ms)",
+                  f"   floor, an allow-everything webhook in Go called for the same requests: "
+                  f"p50 {a['floor']['p50_ms']:.1f} ms   p99 {a['floor']['p99_ms']:.1f} ms   "
+                  f"over {a['floor']['count']:.0f} calls; "
+                  f"Kiln/floor at p99 {a['p99_ms'] / max(a['floor']['p99_ms'], 1e-9):.1f}",
                   f"   the webhook server alone (same review, 20 concurrent keep-alive callers): "
                   f"p50 {a['server_alone']['p50_ms']:.1f} ms   p99 {a['server_alone']['p99_ms']:.1f} ms   "
                   f"ratio API-server-observed/alone at p99 "
@@ -565,7 +693,8 @@ def report(r: dict[str, Any]) -> str:
                      f"  {q['by_verb']}")
     lines += ["", "Targets"]
     for k, t in r["targets"].items():
-        lines.append(f"   {'MET    ' if t['met'] else 'NOT MET'}  {k:<24} {t['value']:.2f} (target <= {t['target']})")
+        lines.append(f"   {'MET    ' if t['met'] else 'NOT MET'}  {k:<24} {t['value']:.2f} (target <= {t['target']})"
+                     + (f"   floor on this machine {t['floor']:.2f}" if "floor" in t else ""))
     return "\n".join(lines)
 
 
