@@ -205,13 +205,15 @@ def validate_deployment(r: Review) -> None:
                      f"artifact.kiln.dev {art_name} --type merge -p '{{\"spec\":{{\"lifecycle\":\"Registered\"}}}}'")
 
 
-# The webhook paths. Handlers that make API calls run in a thread of the webhook server.
+# The webhook paths: each request is answered in its connection's thread of the webhook server.
 HANDLERS: dict[str, Callable[[Review], Changes | None]] = {
     "validate-artifact": validate_artifact,
     "record-registration": record_registration,
     "audit-deployment": audit_deployment,
     "validate-deployment": validate_deployment,
 }
+
+
 def json_patch(obj: Body, changes: Changes) -> list[Body]:
     """RFC 6902 operations that apply a handler's changes to the object under review."""
     ops: list[Body] = []
