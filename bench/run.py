@@ -279,22 +279,24 @@ class Bench:
                                 capture_output=True, text=True).stdout.strip().splitlines()[-1]
         ca, cert, key = self.tls_files("noop-webhook")
         port = cluster.free_port()
-        proc = subprocess.Popen([binary, f"--addr=127.0.0.1:{port}", f"--cert={cert}", f"--key={key}"],
-                                stderr=subprocess.DEVNULL)  # the readiness probe's bare connection is logged
-        wait(lambda: listening(port), 30, "noop webhook")
         from kiln import admission as adm
 
         validating, _ = adm.webhook_configurations({"url": f"https://127.0.0.1:{port}", "caBundle": ca})
         hook = next(w for w in validating["webhooks"] if w["name"] == "validate-artifact.kiln.dev")
         hook.update(name=FLOOR_HOOK, clientConfig={"url": f"https://127.0.0.1:{port}/noop", "caBundle": ca})
         reg = client.AdmissionregistrationV1Api(self.api)
-        reg.create_validating_webhook_configuration({
-            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": "kiln-bench-floor"}, "webhooks": [hook]})
+        proc = subprocess.Popen([binary, f"--addr=127.0.0.1:{port}", f"--cert={cert}", f"--key={key}"],
+                                stderr=subprocess.DEVNULL)  # the readiness probe's bare connection is logged
         try:
-            yield
+            wait(lambda: listening(port), 30, "noop webhook")
+            reg.create_validating_webhook_configuration({
+                "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+                "metadata": {"name": "kiln-bench-floor"}, "webhooks": [hook]})
+            try:
+                yield
+            finally:
+                reg.delete_validating_webhook_configuration("kiln-bench-floor")
         finally:
-            reg.delete_validating_webhook_configuration("kiln-bench-floor")
             proc.terminate()
             proc.wait(10)
 
