@@ -178,10 +178,10 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     # At most this many objects in flight at once (each holds a kopf worker, its event and state):
     # bounds the memory of a resync of thousands of objects. (Safe because Kiln keeps its own
     # indexes, kiln.cache: kopf's would make each worker wait for all objects to be indexed.)
-    settings.batching.worker_limit = int(os.environ.get("KILN_WORKER_LIMIT", "100"))
+    settings.queueing.worker_limit = int(os.environ.get("KILN_WORKER_LIMIT", "100"))
     # A worker waits this long for more events of its object before it frees its place (kopf's
     # default, 5 s, would hold the places of objects that are done).
-    settings.batching.idle_timeout = 0.5
+    settings.queueing.idle_timeout = 0.5
     settings.networking.request_timeout = 60
     if _webhooks is None:
         return
