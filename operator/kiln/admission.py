@@ -31,10 +31,11 @@ TIMEOUT_SECONDS = 5
 A_REGISTERED_BY = "kiln.dev/registered-by"
 A_REGISTERED_AT = "kiln.dev/registered-at"
 # handler id -> (resource plural, operations). The ids are the webhook paths: keep them stable.
-# Workloads have none: their CRD's schema and CEL rules (run before any validating webhook) say all
-# there is to say, so a webhook call per Workload would only add latency.
+# The CRD's schema and CEL rules run before any validating webhook and check every create and every
+# Draft edit completely: a webhook call there would only add latency. So Workloads have no webhook,
+# and an Artifact's is called for what the CRD cannot judge or explain alone (ARTIFACT_MATCH).
 WEBHOOKS: dict[str, tuple[str, list[str]]] = {
-    "validate-artifact": ("artifacts", ["CREATE", "UPDATE", "DELETE"]),
+    "validate-artifact": ("artifacts", ["UPDATE", "DELETE"]),
 }
 MUTATING_WEBHOOKS: dict[str, tuple[str, list[str]]] = {
     "record-registration": ("artifacts", ["CREATE", "UPDATE"]),
@@ -53,6 +54,11 @@ A_CHANGED_BY = "kiln.dev/changed-by"
 # and finalizer writes, label edits) never reach the webhooks, so they can never be blocked by them.
 SPEC_CHANGED = [{"name": "spec-changed",
                  "expression": "request.operation != 'UPDATE' || object.spec != oldObject.spec"}]
+# An Artifact's deletion (is it in use by a Deployment?) and spec changes of a Registered one (the
+# second line behind CEL's locks, naming every locked field changed); Draft edits never call it.
+ARTIFACT_MATCH = [{"name": "deletion-or-registered-spec-change",
+                   "expression": "request.operation == 'DELETE' || (object.spec != oldObject.spec"
+                                 " && has(oldObject.spec.lifecycle) && oldObject.spec.lifecycle == 'Registered')"}]
 
 
 def _annotation(obj: str, key: str) -> str:
@@ -283,7 +289,7 @@ def webhook_configurations(client_config: Body) -> tuple[Body, Body]:
     """
     meta = {"name": CONFIG_NAME, "labels": {"app.kubernetes.io/managed-by": b.MANAGED_BY}}
     validating = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-                  "metadata": meta, "webhooks": _webhooks(WEBHOOKS, client_config, matchConditions=SPEC_CHANGED)
+                  "metadata": meta, "webhooks": _webhooks(WEBHOOKS, client_config, matchConditions=ARTIFACT_MATCH)
                   + _webhooks(GOVERNANCE_VALIDATING, client_config, failurePolicy="Fail",
                               matchConditions=SPEC_CHANGED)}
     mutating = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",

@@ -248,6 +248,30 @@ def test_webhook_configuration_is_scoped_and_fast(kube: Kube, operator: Operator
     assert not any("workloads" in rule.resources for h in validating.values() for rule in h.rules)
 
 
+def validate_artifact_calls(kube: Kube) -> float:
+    """How many times the API server has called validate-artifact for an UPDATE (its own metrics)."""
+    metrics = kube.kubectl("get", "--raw", "/metrics").stdout
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("apiserver_admission_webhook_admission_duration_seconds_count{")
+               and 'name="validate-artifact.kiln.dev"' in line and 'operation="UPDATE"' in line)
+
+
+def test_only_registered_artifacts_spec_changes_reach_the_webhook(kube: Kube, operator: Operator,
+                                                                 namespace: str) -> None:
+    """Draft edits are judged by the CRD's schema and CEL alone, with no webhook round trip; a
+    Registered artifact's spec change is checked by the webhook as well."""
+    ns = namespace
+    create(kube, ns, artifact("iterating", [container("registry.example/app:1")]))
+    before = validate_artifact_calls(kube)
+    for i in range(3):
+        patch(kube, ns, "artifacts", "iterating", {"spec": {"description": f"edit {i}",
+                                                             "containers": [container(f"registry.example/app:{i}")]}})
+    register(kube, ns, "iterating")
+    assert validate_artifact_calls(kube) == before
+    patch(kube, ns, "artifacts", "iterating", {"spec": {"description": "now registered"}})
+    assert validate_artifact_calls(kube) == before + 1
+
+
 def test_validating_webhook_names_the_artifact_and_the_changed_fields(kube: Kube, operator: Operator) -> None:
     """The webhook's own answer, over TLS, to the review the API server would send (CEL, which runs
     first, rejects such a change before the webhook sees it: this is its second line)."""
