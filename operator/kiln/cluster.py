@@ -29,12 +29,15 @@ BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
 NODE_NAME = "kwok-node-0"
 HOST = "127.0.0.1"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# What `up` creates in the state directory, and all that `down` removes from it.
+OWNED = ("state.json", "kubeconfig", "pki", "logs", "etcd")
 
 
 def state_dir() -> Path:
-    """Where the running cluster keeps its certificates, data, logs and pids."""
-    default = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "kiln" / "cluster"
-    return Path(os.environ.get("KILN_CLUSTER_DIR", default))
+    """Where the running cluster keeps its certificates, data, logs and pids (an empty variable counts
+    as unset: it must never mean the current directory)."""
+    default = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "kiln" / "cluster"
+    return Path(os.environ.get("KILN_CLUSTER_DIR") or default)
 
 
 def log(msg: str) -> None:
@@ -344,11 +347,14 @@ def down(paths: Paths | None = None, keep_logs: bool = False) -> list[str]:
             if _alive(proc):
                 _stop(proc)
                 stopped.append(f"{proc['name']} (pid {proc['pid']})")
-    if paths.root.exists():
-        if keep_logs:
-            for child in paths.root.iterdir():
-                if child != paths.logs:
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-        else:
-            shutil.rmtree(paths.root)
+    # Only what `up` made goes: the state directory may have been pointed at one holding other files.
+    for child in (paths.root / name for name in OWNED):
+        if keep_logs and child == paths.logs:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        elif child.exists() or child.is_symlink():
+            child.unlink()
+    with contextlib.suppress(OSError):  # removed only when nothing else is left in it
+        paths.root.rmdir()
     return stopped
