@@ -290,7 +290,7 @@ class Bench:
         proc = subprocess.Popen([binary, f"--addr=127.0.0.1:{port}", f"--cert={cert}", f"--key={key}"],
                                 stderr=subprocess.DEVNULL)  # the readiness probe's bare connection is logged
         try:
-            wait(lambda: listening(port), 30, "noop webhook")
+            wait(lambda: cluster.listening(port), 30, "noop webhook")
             reg.create_validating_webhook_configuration({
                 "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
                 "metadata": {"name": "kiln-bench-floor"}, "webhooks": [hook]})
@@ -306,16 +306,9 @@ class Bench:
         """A CA (base64 PEM, for a caBundle) and a serving certificate for 127.0.0.1 in workdir/name."""
         import base64
 
-        import trustme
-
         d = self.workdir / name
-        d.mkdir(exist_ok=True)
-        ca = trustme.CA()
-        leaf = ca.issue_cert("127.0.0.1")
-        leaf.cert_chain_pems[0].write_to_path(str(d / "tls.crt"))
-        leaf.private_key_pem.write_to_path(str(d / "tls.key"))
-        ca.cert_pem.write_to_path(str(d / "ca.crt"))
-        return base64.b64encode(ca.cert_pem.bytes()).decode(), d / "tls.crt", d / "tls.key"
+        cluster.serving_certificate(d)
+        return base64.b64encode((d / "ca.crt").read_bytes()).decode(), d / "tls.crt", d / "tls.key"
 
     def webhook_alone(self, updates: int = 2000, concurrency: int = 20) -> dict[str, float]:
         """The webhook server by itself, as the API server calls it (TLS, keep-alive, 20 at once):
@@ -328,7 +321,7 @@ class Bench:
         proc = subprocess.Popen([sys.executable, "-m", "kiln.webhook", f"--port={port}",
                                  f"--cert={cert}", f"--key={key}"], stderr=subprocess.DEVNULL)
         try:
-            wait(lambda: listening(port), 30, "webhook server")
+            wait(lambda: cluster.listening(port), 30, "webhook server")
             old = registered("a", "r.example/a:1")
             old["metadata"]["namespace"] = "ns"
             new = json.loads(json.dumps(old))
@@ -465,13 +458,6 @@ def registered(name: str, image: str) -> dict[str, Any]:
     a = artifact(name, image)
     a["spec"]["lifecycle"] = "Registered"
     return a
-
-
-def listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def exists(fn: Callable[[], Any]) -> bool:

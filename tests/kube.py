@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -14,6 +13,8 @@ from typing import Any, TypeVar
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+
+from kiln.cluster import listening
 
 T = TypeVar("T")
 
@@ -113,8 +114,7 @@ class Operator:
             m = re.search(r"webhooks served on https://127.0.0.1:(\d+)", started.read_text())
             if not m:
                 return False
-            with socket.socket() as s:  # the webhook server listens
-                return s.connect_ex(("127.0.0.1", int(m.group(1)))) == 0
+            return listening(int(m.group(1)))  # the webhook server listens
 
         self.kube.wait(ready, what="the operator to start and serve its webhooks", timeout=60)
         if "--no-register-webhooks" not in self.args:

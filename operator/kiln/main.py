@@ -6,7 +6,6 @@ import asyncio
 import base64
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,24 +19,11 @@ from kubernetes.client.rest import ApiException
 # Handlers register themselves with kopf on import.
 from kiln import admission, artifacts, cache, deployments, kube, workloads  # noqa: F401 - registration
 from kiln import builders as b
-from kiln.cluster import free_port
+from kiln.cluster import free_port, listening, serving_certificate
 
 # kopf's own annotations. Not "kiln.dev": kopf leaves annotations under its prefix out of the diff it
 # reacts to, and users' kiln.dev/restartedAt must trigger a reconcile.
 PREFIX = "operator.kiln.dev"
-
-
-_MAKE_CERTIFICATES = """
-import sys, pathlib, trustme
-d = pathlib.Path(sys.argv[1])
-d.mkdir(parents=True, exist_ok=True)
-ca = trustme.CA(organization_name="kiln local webhooks")
-leaf = ca.issue_cert("127.0.0.1", "localhost")
-ca.cert_pem.write_to_path(str(d / "ca.crt"))
-leaf.cert_chain_pems[0].write_to_path(str(d / "tls.crt"))
-leaf.private_key_pem.write_to_path(str(d / "tls.key"))
-(d / "tls.key").chmod(0o600)
-"""
 
 
 @dataclass
@@ -55,9 +41,7 @@ class Webhooks:
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def make_certificates(self) -> None:
-        """A CA and a serving certificate for 127.0.0.1, made in a short-lived process: the operator
-        does not keep the cryptography library in memory for a one-off."""
-        subprocess.run([sys.executable, "-c", _MAKE_CERTIFICATES, str(self.certdir)], check=True)
+        serving_certificate(self.certdir)
 
     def start(self, timeout: float = 30) -> None:
         """Start the webhook server's process and return once it accepts connections."""
@@ -68,9 +52,8 @@ class Webhooks:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the webhook server exited with code {self.process.returncode}")
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
+            if listening(self.port):
+                return
             time.sleep(0.05)
         raise TimeoutError(f"the webhook server did not listen on port {self.port} within {timeout:.0f}s")
 

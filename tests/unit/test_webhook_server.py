@@ -16,7 +16,7 @@ import pytest
 import trustme
 from tests.kube import Kube
 
-from kiln.cluster import free_port
+from kiln.cluster import free_port, listening
 
 
 def write_cert(ca: trustme.CA, d: Path) -> str:
@@ -32,11 +32,6 @@ def served_cert(port: int) -> str:
     ctx.verify_mode = ssl.CERT_NONE
     with socket.create_connection(("127.0.0.1", port)) as s, ctx.wrap_socket(s) as tls:
         return ssl.DER_cert_to_PEM_cert(tls.getpeercert(binary_form=True))
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture
