@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds the local control plane from Go modules, once, into a cache outside the work tree,
-# keyed by version:  $KILN_CACHE/control-plane/<key>/bin/{etcd,kube-apiserver,...,kwok}
+# Builds the local control plane and its real node from Go modules, once, into a cache outside the
+# work tree, keyed by version:  $KILN_CACHE/control-plane/<key>/bin/{etcd,kube-apiserver,...,kwok,
+# kubelet,kube-proxy,pause}. pause is the pod sandbox's process, compiled from the C source that the
+# k8s.io/kubernetes module carries (build/pause), as Kubernetes builds its pause image.
 # Prints the bin directory on stdout as its last line; progress goes to stderr.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -9,7 +11,7 @@ ETCDV=v3.6.8        # go.etcd.io/etcd/server/v3, as pinned by k8s.io/kubernetes
 KWOKV=v0.8.0        # sigs.k8s.io/kwok (hack/kwok/go.mod)
 key="k8s-${KV}_etcd-${ETCDV}_kwok-${KWOKV}"
 out="${KILN_CACHE:-$HOME/.cache/kiln}/control-plane/$key/bin"
-bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
+bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kubelet kube-proxy pause)
 
 log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -49,6 +51,8 @@ build k8s kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$k8s_ldflags"
 build k8s kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$k8s_ldflags"
 build k8s kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$k8s_ldflags"
 build k8s kubectl k8s.io/kubernetes/cmd/kubectl "$k8s_ldflags"
+build k8s kubelet k8s.io/kubernetes/cmd/kubelet "$k8s_ldflags"
+build k8s kube-proxy k8s.io/kubernetes/cmd/kube-proxy "$k8s_ldflags"
 build kwok kwok sigs.k8s.io/kwok/cmd/kwok "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOKV}"
 
 # kwok >= 0.8 has no built-in stages: ship the upstream "fast" ones from the module cache.
@@ -58,6 +62,13 @@ for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat
          pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
   cat "$s/$f"; echo '---'
 done > "$out/kwok-stages.yaml"
+if [ ! -x "$out/pause" ]; then
+  k8sdir=$(cd "$here/k8s" && go mod download -json "k8s.io/kubernetes@${KV}" | python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])')
+  pausetag=$(sed -n 's/^TAG ?= *//p' "$k8sdir/build/pause/Makefile")
+  log "building pause ${pausetag} (gcc -static, from k8s.io/kubernetes build/pause)"
+  gcc -Os -Wall -Werror -static -DVERSION="v${pausetag}" -o "$out/pause.tmp" "$k8sdir/build/pause/linux/pause.c"
+  strip "$out/pause.tmp" && mv "$out/pause.tmp" "$out/pause"
+fi
 "$out/kube-apiserver" --version >&2
 log "control plane built in $((SECONDS - start))s"
 echo "$out"

@@ -1,9 +1,12 @@
-"""A real local Kubernetes control plane on 127.0.0.1, for development and tests.
+"""A real local Kubernetes cluster on 127.0.0.1, for development and tests.
 
-etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (a simulated node) are
-built once from Go modules by ``hack/build-control-plane.sh`` into a cache keyed by version, and
-started here as child processes. Every pid is recorded in the state directory, so ``down`` stops
-exactly what ``up`` started, also after a crash left stale state behind.
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (a simulated node, for scale)
+are built once from Go modules by ``hack/build-control-plane.sh`` into a cache keyed by version, and
+started here as child processes. Where the machine allows it (root, overlayfs), a real node runs next
+to the simulated one (:mod:`kiln.node`: containerd, kubelet, kube-proxy), with an image registry on
+127.0.0.1 that it pulls from. Every pid is recorded in the state directory, so ``down`` stops exactly
+what ``up`` started, also after a crash left stale state behind, and removes the real node's
+namespace, link and routes.
 """
 
 from __future__ import annotations
@@ -24,13 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kiln import node
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
 NODE_NAME = "kwok-node-0"
 HOST = "127.0.0.1"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# With a real node, also: the registry, the host's ends of the node's two relays, the node itself.
+NODE_COMPONENTS = ("registry", "relay-apiserver", "relay-registry", "node")
 # What `up` creates in the state directory, and all that `down` removes from it.
-OWNED = ("state.json", "kubeconfig", "pki", "logs", "etcd")
+OWNED = ("state.json", "kubeconfig", "pki", "logs", "etcd", "config", "registry", "node")
 
 
 def state_dir() -> Path:
@@ -119,10 +126,10 @@ def _alive(proc: dict[str, Any]) -> bool:
     return bool(_start_time(int(proc["pid"])) == proc["start"])
 
 
-def _spawn(name: str, argv: list[str], paths: Paths) -> dict[str, Any]:
+def _spawn(name: str, argv: list[str], paths: Paths, preexec: Any = None) -> dict[str, Any]:
     logf = open(paths.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
     p = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         start_new_session=True)
+                         start_new_session=True, preexec_fn=preexec)
     logf.close()
     return {"name": name, "pid": p.pid, "start": _start_time(p.pid), "argv": argv}
 
@@ -150,7 +157,7 @@ def _stop(proc: dict[str, Any], timeout: float = 15.0) -> None:
 # --- certificates and kubeconfig --------------------------------------------------------------
 
 
-def _write_pki(paths: Paths) -> None:
+def _write_pki(paths: Paths, net: node.Network) -> None:
     # Imported here: the operator imports this module (free_port) and need not load cryptography.
     import trustme
     from cryptography.hazmat.primitives import serialization
@@ -161,14 +168,20 @@ def _write_pki(paths: Paths) -> None:
     ca = trustme.CA(organization_name="kiln local cluster")
     ca.cert_pem.write_to_path(str(p / "ca.crt"))
     ca.private_key_pem.write_to_path(str(p / "ca.key"))
-    serving = ca.issue_cert(HOST, "10.96.0.1", "localhost", "kubernetes", "kubernetes.default",
-                            "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
+    serving = ca.issue_cert(HOST, net.kubernetes_service_ip, net.node_ip, "localhost", "kubernetes",
+                            "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
                             common_name="kube-apiserver")
     serving.cert_chain_pems[0].write_to_path(str(p / "apiserver.crt"))
     serving.private_key_pem.write_to_path(str(p / "apiserver.key"))
-    admin = ca.issue_cert("kiln-admin", common_name="kiln-admin", organization_name="system:masters")
-    admin.cert_chain_pems[0].write_to_path(str(p / "admin.crt"))
-    admin.private_key_pem.write_to_path(str(p / "admin.key"))
+    # Client certificates: the admin; the API server towards kubelets (logs, exec, port-forward);
+    # the real node's kubelet (the Node authorizer's identity) and kube-proxy (bound to system:node-proxier).
+    for name, cn, org in (("admin", "kiln-admin", "system:masters"),
+                          ("apiserver-kubelet-client", "kube-apiserver-kubelet-client", "system:masters"),
+                          ("kubelet", f"system:node:{node.NODE_NAME}", "system:nodes"),
+                          ("kube-proxy", "system:kube-proxy", None)):
+        cert = ca.issue_cert(name, common_name=cn, organization_name=org)
+        cert.cert_chain_pems[0].write_to_path(str(p / f"{name}.crt"))
+        cert.private_key_pem.write_to_path(str(p / f"{name}.key"))
     sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     (p / "sa.key").write_bytes(sa.private_bytes(serialization.Encoding.PEM,
                                                 serialization.PrivateFormat.TraditionalOpenSSL,
@@ -179,21 +192,20 @@ def _write_pki(paths: Paths) -> None:
         key.chmod(0o600)
 
 
-def _write_kubeconfig(paths: Paths, port: int) -> None:
-    p = paths.pki
+def _write_kubeconfig(path: Path, pki: Path, port: int, user: str = "admin") -> None:
     cfg = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "kiln-local", "cluster": {
-            "server": f"https://{HOST}:{port}", "certificate-authority": str(p / "ca.crt")}}],
-        "users": [{"name": "kiln-admin", "user": {
-            "client-certificate": str(p / "admin.crt"), "client-key": str(p / "admin.key")}}],
-        "contexts": [{"name": "kiln-local", "context": {"cluster": "kiln-local", "user": "kiln-admin",
+            "server": f"https://{HOST}:{port}", "certificate-authority": str(pki / "ca.crt")}}],
+        "users": [{"name": user, "user": {
+            "client-certificate": str(pki / f"{user}.crt"), "client-key": str(pki / f"{user}.key")}}],
+        "contexts": [{"name": "kiln-local", "context": {"cluster": "kiln-local", "user": user,
                                                         "namespace": "default"}}],
         "current-context": "kiln-local",
     }
-    paths.kubeconfig.write_text(json.dumps(cfg, indent=2))
-    paths.kubeconfig.chmod(0o600)
+    path.write_text(json.dumps(cfg, indent=2))
+    path.chmod(0o600)
 
 
 def _ssl_context(paths: Paths) -> ssl.SSLContext:
@@ -248,20 +260,35 @@ def read_state(paths: Paths | None = None) -> dict[str, Any] | None:
 
 
 def status(paths: Paths | None = None) -> dict[str, Any]:
-    """What runs: each recorded component with its pid and whether it is alive, and API health."""
+    """What runs: each recorded component with its pid and whether it is alive, API health, the nodes."""
     paths = paths or Paths(state_dir())
     st = read_state(paths)
     if st is None:
         return {"running": False, "components": {}}
     comps = {p["name"]: {"pid": p["pid"], "alive": _alive(p)} for p in st["processes"]}
-    code, _ = _get(f"https://{HOST}:{st['ports']['apiserver']}/readyz", _ssl_context(paths))
-    return {"running": all(c["alive"] for c in comps.values()) and code == 200,
-            "apiReady": code == 200, "components": comps, "kubeconfig": str(paths.kubeconfig),
-            "stateDir": str(paths.root), "ports": st["ports"]}
+    api = f"https://{HOST}:{st['ports']['apiserver']}"
+    ctx = _ssl_context(paths)
+    code, _ = _get(f"{api}/readyz", ctx)
+    nodes = []
+    if code == 200:
+        code_nodes, body = _get(f"{api}/api/v1/nodes", ctx)
+        for n in json.loads(body).get("items", []) if code_nodes == 200 else []:
+            nodes.append({"name": n["metadata"]["name"], "kind": n["metadata"].get("labels", {}).get(node.LABEL, ""),
+                          "ready": _ready(n), "internalIP": next(
+                              (a["address"] for a in n.get("status", {}).get("addresses", [])
+                               if a["type"] == "InternalIP"), "")})
+    return {"running": all(c["alive"] for c in comps.values()) and code == 200 and all(n["ready"] for n in nodes),
+            "apiReady": code == 200, "components": comps, "nodes": nodes, "realNode": st.get("node", {}),
+            "kubeconfig": str(paths.kubeconfig), "stateDir": str(paths.root), "ports": st["ports"]}
 
 
-def up(paths: Paths | None = None, timeout: float = 120.0) -> Path:
-    """Start the control plane unless it already runs; returns the kubeconfig path."""
+def _ready(obj: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in obj.get("status", {}).get("conditions", []))
+
+
+def up(paths: Paths | None = None, timeout: float = 120.0, real_node: bool = True) -> Path:
+    """Start the cluster unless it already runs; returns the kubeconfig path. A real node joins the
+    simulated one when this machine allows it (:func:`kiln.node.unavailable` says why not)."""
     paths = paths or Paths(state_dir())
     if read_state(paths) is not None:
         if status(paths)["running"]:
@@ -271,20 +298,36 @@ def up(paths: Paths | None = None, timeout: float = 120.0) -> Path:
     bindir = build_binaries()
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.logs.mkdir(exist_ok=True)
-    _write_pki(paths)
-    ports = {"etcdClient": free_port(), "etcdPeer": free_port(), "apiserver": free_port(),
-             "controllerManager": free_port(), "scheduler": free_port()}
-    _write_kubeconfig(paths, ports["apiserver"])
     procs: list[dict[str, Any]] = []
-    state = {"ports": ports, "processes": procs, "bin": str(bindir),
-             "started": datetime.datetime.now(datetime.UTC).isoformat()}
+    state: dict[str, Any] = {"processes": procs, "bin": str(bindir),
+                             "started": datetime.datetime.now(datetime.UTC).isoformat()}
+
+    def save() -> None:
+        paths.state.write_text(json.dumps(state, indent=2))
 
     def record(proc: dict[str, Any]) -> None:
         procs.append(proc)
-        paths.state.write_text(json.dumps(state, indent=2))
+        save()
 
+    reason = node.unavailable(bindir) if real_node else "asked for the simulated node only (--no-real-node)"
+    net = node.Network(0)  # without a real node its ranges are only numbers in this cluster's API
     try:
-        _start_all(paths, bindir, ports, record, procs, timeout)
+        if reason is None:
+            net = node.claim_slot()
+            state["node"] = {"slot": net.slot, "name": node.NODE_NAME,
+                             "registry": f"{HOST}:{net.registry_host_port}", "serviceCIDR": net.service_cidr,
+                             "podCIDR": net.pod_cidr}
+        else:
+            state["node"] = {"unavailable": reason}
+            log(f"no real node: {reason}. Pods run on the simulated node only.")
+        state["ports"] = {"etcdClient": free_port(), "etcdPeer": free_port(), "apiserver": free_port(),
+                          "controllerManager": free_port(), "scheduler": free_port()}
+        save()
+        _write_pki(paths, net)
+        _write_kubeconfig(paths.kubeconfig, paths.pki, state["ports"]["apiserver"])
+        _start_control_plane(paths, bindir, state["ports"], net, reason is None, record, procs, timeout)
+        if reason is None:
+            _start_real_node(paths, bindir, state, net, record, procs, save)
     except BaseException:
         log("start-up failed: stopping what was started")
         down(paths, keep_logs=True)
@@ -292,9 +335,19 @@ def up(paths: Paths | None = None, timeout: float = 120.0) -> Path:
     return paths.kubeconfig
 
 
-def _start_all(paths: Paths, bindir: Path, ports: dict[str, int], record: Any,
-               procs: list[dict[str, Any]], timeout: float) -> None:
+def _start_control_plane(paths: Paths, bindir: Path, ports: dict[str, int], net: node.Network, real: bool,
+                         record: Any, procs: list[dict[str, Any]], timeout: float) -> None:
     b, p, kc = bindir, paths.pki, str(paths.kubeconfig)
+    config = paths.root / "config"
+    config.mkdir(exist_ok=True)
+    # Pods go to the real node unless their namespace says otherwise (annotation
+    # scheduler.alpha.kubernetes.io/node-selector: kiln.dev/node=kwok for the simulated one).
+    default_selector = f"{node.LABEL}=real" if real else ""
+    (config / "podnodeselector.yaml").write_text(json.dumps(
+        {"podNodeSelectorPluginConfig": {"clusterDefaultNodeSelector": default_selector}}))
+    (config / "admission.yaml").write_text(json.dumps({
+        "apiVersion": "apiserver.config.k8s.io/v1", "kind": "AdmissionConfiguration",
+        "plugins": [{"name": "PodNodeSelector", "path": str(config / "podnodeselector.yaml")}]}))
     etcd_url = f"http://{HOST}:{ports['etcdClient']}"
     log(f"starting etcd on {etcd_url}")
     record(_spawn("etcd", [
@@ -308,16 +361,20 @@ def _start_all(paths: Paths, bindir: Path, ports: dict[str, int], record: Any,
     _wait("etcd", lambda: _get(f"{etcd_url}/health")[0] == 200, 30, procs, paths)
 
     api = f"https://{HOST}:{ports['apiserver']}"
-    log(f"starting kube-apiserver on {api}")
+    log(f"starting kube-apiserver on {api} (Services {net.service_cidr})")
     record(_spawn("kube-apiserver", [
         str(b / "kube-apiserver"), f"--etcd-servers={etcd_url}",
         f"--bind-address={HOST}", f"--secure-port={ports['apiserver']}", f"--advertise-address={HOST}",
         "--endpoint-reconciler-type=none",
         f"--tls-cert-file={p / 'apiserver.crt'}", f"--tls-private-key-file={p / 'apiserver.key'}",
         f"--client-ca-file={p / 'ca.crt'}",
+        f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+        "--kubelet-preferred-address-types=InternalIP",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={p / 'sa.pub'}", f"--service-account-signing-key-file={p / 'sa.key'}",
-        "--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=Node,RBAC",
+        f"--service-cluster-ip-range={net.service_cidr}", "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=PodNodeSelector", f"--admission-control-config-file={config / 'admission.yaml'}",
         "--enable-priority-and-fairness=false", "--max-requests-inflight=0",
         "--max-mutating-requests-inflight=0", "--profiling=false"], paths))
     ctx = _ssl_context(paths)
@@ -331,47 +388,127 @@ def _start_all(paths: Paths, bindir: Path, ports: dict[str, int], record: Any,
         str(b / "kube-controller-manager"), *common, f"--secure-port={ports['controllerManager']}",
         f"--root-ca-file={p / 'ca.crt'}", f"--service-account-private-key-file={p / 'sa.key'}",
         "--use-service-account-credentials=false", "--controllers=*",
+        f"--service-cluster-ip-range={net.service_cidr}",
         "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10",
         "--concurrent-gc-syncs=20"], paths))
     record(_spawn("kube-scheduler", [
         str(b / "kube-scheduler"), *common, f"--secure-port={ports['scheduler']}"], paths))
     record(_spawn("kwok", [
         str(b / "kwok"), f"--kubeconfig={kc}", f"--config={b / 'kwok-stages.yaml'}",
-        "--manage-all-nodes=true", "--cidr=10.244.0.0/16", f"--node-ip={HOST}",
-        "--node-lease-duration-seconds=40"], paths))
+        "--manage-all-nodes=false", f"--manage-nodes-with-label-selector={node.LABEL}=kwok",
+        f"--cidr={net.kwok_pod_cidr}", f"--node-ip={HOST}", "--node-lease-duration-seconds=40"], paths))
 
-    node = {"apiVersion": "v1", "kind": "Node", "metadata": {
+    kwok_node = {"apiVersion": "v1", "kind": "Node", "metadata": {
         "name": NODE_NAME, "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"},
         "labels": {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
-                   "kubernetes.io/arch": "amd64", "type": "kwok"}},
+                   "kubernetes.io/arch": "amd64", "type": "kwok", node.LABEL: "kwok"}},
         "status": {"allocatable": {"cpu": "64", "memory": "256Gi", "pods": "10000"},
                    "capacity": {"cpu": "64", "memory": "256Gi", "pods": "10000"}}}
     _wait("the simulated node to be created",
-          lambda: _request(paths, ports["apiserver"], "POST", "/api/v1/nodes", node) in (201, 409),
+          lambda: _request(paths, ports["apiserver"], "POST", "/api/v1/nodes", kwok_node) in (201, 409),
           30, procs, paths)
-
-    def node_ready() -> bool:
-        code, body = _get(f"{api}/api/v1/nodes/{NODE_NAME}", ctx)
-        conds = json.loads(body).get("status", {}).get("conditions", []) if code == 200 else []
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
-
-    _wait(f"node {NODE_NAME} to be Ready", node_ready, 60, procs, paths)
+    _wait(f"node {NODE_NAME} to be Ready", lambda: _node_ready(api, ctx, NODE_NAME), 60, procs, paths)
     _wait("serviceaccount default/default",
           lambda: _get(f"{api}/api/v1/namespaces/default/serviceaccounts/default", ctx)[0] == 200,
           60, procs, paths)
 
 
+def _node_ready(api: str, ctx: ssl.SSLContext, name: str) -> bool:
+    code, body = _get(f"{api}/api/v1/nodes/{name}", ctx)
+    return code == 200 and _ready(json.loads(body))
+
+
+def _start_real_node(paths: Paths, bindir: Path, state: dict[str, Any], net: node.Network, record: Any,
+                     procs: list[dict[str, Any]], save: Any) -> None:
+    from kiln import images
+
+    ports = state["ports"]
+    api = f"https://{HOST}:{ports['apiserver']}"
+    ctx = _ssl_context(paths)
+    layout = node.Layout(paths.root / "node")
+    layout.root.mkdir(parents=True, exist_ok=True)
+    # Pods reach the API server through the kubernetes Service: its endpoint is the node's relay.
+    endpoints = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {
+        "name": "kubernetes", "namespace": "default", "labels": {
+            "kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "kiln.dev-cluster"}},
+        "addressType": "IPv4", "endpoints": [{"addresses": [net.node_ip], "conditions": {"ready": True}}],
+        "ports": [{"name": "https", "port": node.APISERVER_PORT, "protocol": "TCP"}]}
+    code = _request(paths, ports["apiserver"], "POST", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+                    endpoints)
+    if code not in (201, 409):
+        raise RuntimeError(f"creating the kubernetes Service's EndpointSlice failed: HTTP {code}")
+
+    registry = f"http://{HOST}:{net.registry_host_port}"
+    if listening(net.registry_host_port):
+        raise RuntimeError(f"127.0.0.1:{net.registry_host_port}, the local registry's port, is taken by another "
+                           "process")
+    config = paths.root / "config" / "registry.yml"
+    config.write_text(json.dumps({
+        "version": 0.1, "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "storage": {"filesystem": {"rootdirectory": str(paths.root / "registry")}, "delete": {"enabled": True}},
+        "http": {"addr": f"{HOST}:{net.registry_host_port}", "secret": os.urandom(16).hex()}}))
+    log(f"starting the image registry on {registry}")
+    record(_spawn("registry", ["docker-registry", "serve", str(config)], paths))
+    _wait("the registry", lambda: _get(f"{registry}/v2/")[0] == 200, 30, procs, paths)
+    refs = images.build(bindir, ("pause",))
+    refs.update(images.built(bindir))
+    log(f"pushing {', '.join(sorted({r.rsplit(':', 1)[0].removeprefix('localhost/') for r in refs.values()}))}")
+    images.push(refs, net.registry_host_port)
+
+    for name, sock, port in (("relay-apiserver", layout.apiserver_socket, ports["apiserver"]),
+                             ("relay-registry", layout.registry_socket, net.registry_host_port)):
+        record(_spawn(name, ["socat", f"UNIX-LISTEN:{sock},fork,unlink-early,mode=600", f"TCP:{HOST}:{port}"],
+                      paths))
+        _wait(f"{name}'s socket", sock.exists, 10, procs, paths)
+
+    log(f"setting up the real node's network (namespace {net.netns}, pods {net.pod_cidr}, link {net.veth})")
+    node.setup_network(net)
+    kubeconfigs = {user: layout.root / f"{user}.kubeconfig" for user in ("kubelet", "kube-proxy")}
+    for user, path in kubeconfigs.items():
+        _write_kubeconfig(path, paths.pki, node.APISERVER_PORT, user=user)
+    node.write_config(layout, net, bindir=bindir, ca=paths.pki / "ca.crt", kubeconfigs=kubeconfigs, logs=paths.logs)
+    cgroups = node.cgroup_dirs(net)
+    state["node"]["cgroups"] = [str(d) for d in cgroups]
+    save()
+    node.create_cgroups(cgroups)
+    log(f"starting the real node {node.NODE_NAME} (containerd, kubelet, kube-proxy)")
+    wrapper = _spawn("node", node.supervisor_argv(layout, net), paths, preexec=lambda: node.join_cgroups(cgroups))
+    supervisor = _wait_child(wrapper)
+    record({**wrapper, "pid": supervisor, "start": _start_time(supervisor), "wrapper": wrapper["pid"]})
+    _wait(f"node {node.NODE_NAME} to be Ready", lambda: _node_ready(api, ctx, node.NODE_NAME), 120, procs, paths)
+
+
+def _wait_child(proc: dict[str, Any], timeout: float = 10.0) -> int:
+    """The pid of a process's first child (here: the first process of the node's pid namespace)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{proc['pid']}/task/{proc['pid']}/children").read_text().split()
+            if children:
+                return int(children[0])
+        time.sleep(0.05)
+    raise RuntimeError(f"{proc['name']} (pid {proc['pid']}) started no child in {timeout:.0f}s")
+
+
 def down(paths: Paths | None = None, keep_logs: bool = False) -> list[str]:
-    """Stop every recorded process (by pid, checked against its start time) and clean up."""
+    """Stop every recorded process (by pid, checked against its start time), remove the real node's
+    namespace, link and routes, and the files ``up`` made."""
     paths = paths or Paths(state_dir())
     st = read_state(paths)
     stopped = []
     if st is not None:
-        # Reverse order of start: node simulator and controllers first, etcd last.
+        # Reverse order of start: the real node first, etcd last.
         for proc in reversed(st["processes"]):
             if _alive(proc):
-                _stop(proc)
+                _stop(proc, timeout=60 if proc["name"] == "node" else 15)
                 stopped.append(f"{proc['name']} (pid {proc['pid']})")
+            if "wrapper" in proc:  # the node's unshare(1): it exits with the node
+                _reap(int(proc["wrapper"]))
+        real = st.get("node", {})
+        if real.get("cgroups"):
+            node.remove_cgroups([Path(d) for d in real["cgroups"]])
+        if "slot" in real:
+            node.teardown_network(node.Network(int(real["slot"])))
     # Only what `up` made goes: the state directory may have been pointed at one holding other files.
     for child in (paths.root / name for name in OWNED):
         if keep_logs and child == paths.logs:
@@ -383,3 +520,14 @@ def down(paths: Paths | None = None, keep_logs: bool = False) -> list[str]:
     with contextlib.suppress(OSError):  # removed only when nothing else is left in it
         paths.root.rmdir()
     return stopped
+
+
+def _reap(pid: int, timeout: float = 10.0) -> None:
+    """Wait for a process that is ending by itself (collecting it if it is our child)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        if _start_time(pid) is None:
+            return
+        time.sleep(0.05)
