@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup control-plane helm kstatus cluster-up cluster-down crds manifests chart-lint demo test test-unit lint clean bench
+.PHONY: help setup node-packages control-plane helm kstatus images cluster-up cluster-down crds manifests chart-lint demo test test-unit lint clean bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -17,9 +17,12 @@ $(BIN)/kiln: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-setup: $(BIN)/kiln control-plane helm kstatus  ## .venv with the kiln command; the control plane, helm and kstatus built (cached)
+setup: $(BIN)/kiln node-packages control-plane helm kstatus  ## .venv with the kiln command; Debian packages of the real node (as root); the cluster, helm and kstatus built (cached)
 
-control-plane:  ## build etcd, kube-*, kubectl and kwok from Go modules (cached by version)
+node-packages:  ## as root: the Debian packages of the real node and the image builds (containerd, runc, CNI, buildah, ...)
+	@bash hack/install-node-packages.sh
+
+control-plane:  ## build etcd, kube-*, kubectl, kwok, kubelet, kube-proxy and pause from Go modules (cached by version)
 	@bindir=$$(bash hack/build-control-plane.sh) && ln -sf "$$bindir/kubectl" $(BIN)/kubectl
 
 helm: $(BIN)/kiln  ## build the pinned helm from Go modules (cached by version) into .venv/bin/helm
@@ -28,7 +31,10 @@ helm: $(BIN)/kiln  ## build the pinned helm from Go modules (cached by version) 
 kstatus: $(BIN)/kiln  ## build hack/kstatus (kstatus of an object, for the GitOps tests; cached by version)
 	@kstatus=$$(bash hack/kstatus/build.sh) && ln -sf "$$kstatus" $(BIN)/kstatus
 
-cluster-up: setup  ## start the local control plane on 127.0.0.1
+images: setup  ## build the images (operator, scorer v1/v2, pause) with buildah, cached by content; push them if a local cluster runs
+	$(BIN)/kiln images build --push
+
+cluster-up: setup  ## start the local cluster (control plane, simulated and real node, registry) on 127.0.0.1
 	$(BIN)/kiln cluster up
 
 cluster-down:  ## stop it

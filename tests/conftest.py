@@ -45,13 +45,26 @@ def kube(api: client.ApiClient, kubeconfig: Path) -> Kube:
     return Kube(api, kubeconfig)
 
 
-@pytest.fixture
-def namespace(kube: Kube) -> Iterator[str]:
-    """A fresh namespace per test, with its default ServiceAccount in place; deleted afterwards."""
+# The local cluster's pods go to its real node unless their namespace picks the simulated one
+# (the API server's PodNodeSelector admission plugin reads this annotation).
+NODE_SELECTOR = "scheduler.alpha.kubernetes.io/node-selector"
+
+
+def make_namespace(kube: Kube, node: str = "kwok") -> str:
+    """A fresh namespace whose pods run on the simulated node (kwok) or the real one, with its default
+    ServiceAccount in place."""
     name = f"t-{uuid.uuid4().hex[:8]}"
-    kube.core.create_namespace({"metadata": {"name": name, "labels": {"kiln.dev/test": "true"}}})
+    kube.core.create_namespace({"metadata": {"name": name, "labels": {"kiln.dev/test": "true"},
+                                             "annotations": {NODE_SELECTOR: f"kiln.dev/node={node}"}}})
     kube.wait(lambda: kube.exists(kube.core.read_namespaced_service_account, "default", name),
               what=f"serviceaccount {name}/default")
+    return name
+
+
+@pytest.fixture
+def namespace(kube: Kube) -> Iterator[str]:
+    """A fresh namespace per test, on the simulated node; deleted afterwards."""
+    name = make_namespace(kube)
     yield name
     kube.core.delete_namespace(name, propagation_policy="Background")
 

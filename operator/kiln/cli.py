@@ -12,7 +12,7 @@ from kiln import cluster
 def _cluster(args: argparse.Namespace) -> int:
     paths = cluster.Paths(cluster.state_dir())
     if args.action == "up":
-        kubeconfig = cluster.up(paths)
+        kubeconfig = cluster.up(paths, real_node=not args.no_real_node)
         print(kubeconfig)
     elif args.action == "down":
         stopped = cluster.down(paths)
@@ -34,8 +34,39 @@ def _cluster(args: argparse.Namespace) -> int:
                   f"{'ready' if st['apiReady'] else 'NOT READY'}")
             for name, c in st["components"].items():
                 print(f"  {name:<24} pid {c['pid']:<8} {'running' if c['alive'] else 'EXITED'}")
+            for n in st["nodes"]:
+                print(f"  node {n['name']:<19} {n['kind'] or '?':<9}{n['internalIP']:<16} "
+                      f"{'Ready' if n['ready'] else 'NOT READY'}")
+            real = st["realNode"]
+            if "unavailable" in real:
+                print(f"  no real node: {real['unavailable']}")
+            else:
+                print(f"  registry    {real['registry']} (pods pull from 127.0.0.1:5001)")
+                print(f"  ranges      Services {real['serviceCIDR']}, pods {real['podCIDR']}")
             print(f"  kubeconfig  {st['kubeconfig']}")
         return 0 if st["running"] else 3
+    return 0
+
+
+def _images(args: argparse.Namespace) -> int:
+    from kiln import images
+
+    bindir = cluster.build_binaries()
+    if args.action == "list":
+        for image, ref in images.built(bindir).items():
+            print(f"{ref}\t{' '.join(images.remote(image, ref))}")
+        return 0
+    refs = images.build(bindir, tuple(args.name))
+    st = cluster.read_state()
+    registry = (st or {}).get("node", {}).get("registry")
+    if args.push and registry:
+        for name in images.push(refs, int(registry.rsplit(":", 1)[1])):
+            print(name)
+    else:
+        if args.push:
+            images.log("no local cluster with a registry runs: built only (`kiln cluster up` pushes them)")
+        for ref in refs.values():
+            print(ref)
     return 0
 
 
@@ -54,7 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("cluster", help="a local Kubernetes control plane on 127.0.0.1")
     c.add_argument("action", choices=["up", "down", "status", "kubeconfig"])
     c.add_argument("--json", action="store_true", help="status as JSON")
+    c.add_argument("--no-real-node", action="store_true",
+                   help="up: the simulated node only, even where a real node could run (also KILN_REAL_NODE=0)")
     c.set_defaults(func=_cluster)
+
+    i = sub.add_parser("images", help="container images built with buildah, for the local cluster's registry")
+    i.add_argument("action", choices=["build", "list"])
+    i.add_argument("name", nargs="*", help="build only these (operator, scorer, pause)")
+    i.add_argument("--push", action="store_true", help="build: push to the local cluster's registry if it runs")
+    i.set_defaults(func=_images)
 
     r = sub.add_parser("run", help="run the operator against the current kubeconfig")
     r.add_argument("-n", "--namespace", action="append", default=[],

@@ -32,6 +32,10 @@ DEBIAN_MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "passwd")
 PAUSE_TAG = "3.10.2"
 
+# No intermediate layer cache (--layers): buildah 1.28 reuses a layer across different values of a build
+# argument (scorer v2 came out as v1). Whole images are cached by their content key instead.
+BUILD_FLAGS = ("--quiet", "--isolation", "chroot", "--network", "host", "--layers=false")
+
 
 def log(msg: str) -> None:
     print(f"[kiln images] {msg}", file=sys.stderr, flush=True)
@@ -86,8 +90,8 @@ def _files(path: Path) -> list[Path]:
 def content_key(image: Image, extra: str = "") -> str:
     """A short hash of everything the image is built from."""
     h = hashlib.sha256()
-    h.update(json.dumps([image.name, image.dockerfile, image.context, list(image.build_args), extra])
-             .encode())
+    h.update(json.dumps([image.name, image.dockerfile, image.context, list(image.build_args), extra,
+                         BUILD_FLAGS]).encode())
     for inp in image.inputs:
         for f in _files(REPO_ROOT / inp):
             h.update(str(f.relative_to(REPO_ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
@@ -169,7 +173,7 @@ def build_dockerfile(image: Image, base: str) -> str:
         if Path(path).exists():
             mounts += ["--volume", f"{path}:{path}:ro"]
     args = [f"--build-arg={k}={v}" for k, v in (("BASE_IMAGE", base), *image.build_args)]
-    buildah("build", "--quiet", "--isolation", "chroot", "--network", "host", "--layers", *mounts, *args,
+    buildah("build", *BUILD_FLAGS, *mounts, *args,
             "--file", str(REPO_ROOT / image.dockerfile), "--tag", ref, str(REPO_ROOT / image.context))
     return ref
 

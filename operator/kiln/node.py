@@ -169,8 +169,8 @@ def setup_network(net: Network) -> None:
     _run(*ns, "link", "set", "lo", "up")
     _run(*ns, "addr", "add", f"{net.node_ip}/30", "dev", "eth0")
     _run(*ns, "link", "set", "eth0", "up")
-    for cidr in net.blackholes:
-        _run(*ns, "route", "add", "blackhole", cidr)
+    for cidr in net.blackholes:  # inside: refused at once (ICMP unreachable) rather than left to time out
+        _run(*ns, "route", "add", "unreachable", cidr)
     for cidr in net.routes:
         _run("ip", "route", "add", cidr, "via", net.node_ip)
     inside = ("ip", "netns", "exec", net.netns)

@@ -1,20 +1,18 @@
-"""The user's whole tutorial (steps 1 to 4), driven with kubectl alone, as in examples/README.md."""
+"""The user's tutorial (examples/README.md, steps 1 to 4) driven with kubectl alone. On the real node it
+also calls the model over HTTP, from this host through kube-proxy, as the seed's "test" step does."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.e2e.conftest import EXAMPLES, answer, service_url
+from tests.kube import Kube
 
-from tests.kube import Kube, Operator
-
-pytestmark = pytest.mark.cluster
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+FEATURES = {"features": [1, 2, 3]}  # v1 scores 0.5 * 6, v2 2.0 * 6
 
 
-def test_iterate_then_deploy(kube: Kube, operator: Operator, namespace: str) -> None:
+def run_tutorial(kube: Kube, namespace: str, *, real: bool, actor: str = "kiln-admin") -> None:
     def k(*args: str, check: bool = True) -> str:
         r = kube.kubectl("-n", namespace, *args, check=check)
         return r.stdout if check else r.stderr
@@ -22,11 +20,18 @@ def test_iterate_then_deploy(kube: Kube, operator: Operator, namespace: str) -> 
     def jp(resource: str, path: str) -> str:
         return k("get", resource, "-o", f"jsonpath={path}")
 
-    def wait(resource: str, path: str, value: str) -> None:
-        k("wait", f"--for=jsonpath={path}={value}", resource, "--timeout=60s")
+    def wait(resource: str, path: str, value: str, timeout: int = 90) -> None:
+        k("wait", f"--for=jsonpath={path}={value}", resource, f"--timeout={timeout}s")
 
     def pods() -> set[str]:
         return set(k("get", "pods", "-l", "kiln.dev/workload=my-app", "-o", "name").split())
+
+    def model(service: str, version: str) -> None:
+        """The model behind the Service answers, with this version (old pods may still be leaving)."""
+        if real:
+            url = service_url(kube, namespace, service, "/predict")
+            expected = {"model": "scorer", "version": version, "score": {"v1": 3.0, "v2": 12.0}[version]}
+            kube.wait(lambda: answer(url, FEATURES) == expected, what=f"{url} to answer {expected}", timeout=60)
 
     # Step 1: a workload with an inline artifact creates a Draft artifact and runs.
     k("apply", "-f", str(EXAMPLES / "01-workload-with-inline-artifact.yaml"))
@@ -34,50 +39,58 @@ def test_iterate_then_deploy(kube: Kube, operator: Operator, namespace: str) -> 
     assert jp("artifact.kiln.dev/my-app", "{.spec.lifecycle}") == "Draft"
     step1 = pods()
     assert len(step1) == 1
+    model("my-app-dev", "v1")
 
     # 2a: a metadata patch restarts nothing.
     k("patch", "artifact.kiln.dev", "my-app", "--type", "merge", "-p", '{"spec":{"description":"v2"}}')
     wait("artifact.kiln.dev/my-app", "{.status.observedGeneration}", "2")
     assert pods() == step1
 
-    # 2b: replacing the whole draft restarts the workload onto the new spec.
+    # 2b: replacing the whole draft restarts the workload onto the new spec: the model answers v2.
     k("replace", "-f", str(EXAMPLES / "02b-artifact-my-app.yaml"))
     wait("artifact.kiln.dev/my-app", "{.status.observedGeneration}", "3")
     digest = jp("artifact.kiln.dev/my-app", "{.status.specDigest}")
     wait("workload.kiln.dev/my-app", "{.status.artifact.specDigest}", digest)
     wait("workload.kiln.dev/my-app", "{.status.state}", "Running")
-    step2 = pods()
-    assert step2 and step2.isdisjoint(step1)
-    image = jp("pods", "{.items[0].spec.containers[0].image}")
-    assert image == "registry.example.com/my-app:2.0"
+    # Real pods take a moment to leave (graceful termination); simulated ones are gone at once.
+    step2 = kube.wait(lambda: (p := pods()) and p.isdisjoint(step1) and p, what="only the new pod", timeout=60)
+    assert len(step2) == 1
+    assert jp("pods", "{.items[0].spec.containers[0].image}") == "127.0.0.1:5001/kiln/scorer:v2"
+    model("my-app-dev", "v2")
 
-    # 2c: stop, then start.
+    # 2c: stop (nothing answers any more), then start.
     k("patch", "workload.kiln.dev", "my-app", "--type", "merge", "-p", '{"spec":{"state":"Stopped"}}')
     wait("workload.kiln.dev/my-app", '{.status.conditions[?(@.type=="Ready")].reason}', "Stopped")
     assert pods() == set()
+    if real:
+        ip = {p.status.pod_ip for p in kube.core.list_namespaced_pod(namespace).items} - {None}
+        assert not ip, ip
+        assert not kube.exists(kube.core.read_namespaced_service, "my-app-dev", namespace)
     k("patch", "workload.kiln.dev", "my-app", "--type", "merge", "-p", '{"spec":{"state":"Running"}}')
     wait("workload.kiln.dev/my-app", "{.status.state}", "Running")
     running = pods()
     assert len(running) == 1
+    model("my-app-dev", "v2")
 
     # Step 3: register; the spec is locked, nothing restarts.
     k("patch", "artifact.kiln.dev", "my-app", "--type", "merge", "-p", '{"spec":{"lifecycle":"Registered"}}')
     wait("artifact.kiln.dev/my-app", "{.status.lifecycle}", "Registered")
     assert jp("artifact.kiln.dev/my-app", "{.status.specDigest}") == digest
-    assert jp("artifact.kiln.dev/my-app", "{.status.registeredBy}") == "kiln-admin"
+    assert jp("artifact.kiln.dev/my-app", "{.status.registeredBy}") == actor
     err = k("replace", "-f", str(EXAMPLES / "03-artifact-my-app-v3.yaml"), check=False)
     assert "Registered" in err and "my-app" in err, err
     assert pods() == running
 
-    # Step 4: promote the workload to a governed Deployment.
+    # Step 4: promote the workload to a governed Deployment; its Service answers with the pinned version.
     k("apply", "-f", str(EXAMPLES / "04-deployment.yaml"))
-    wait("deployment.kiln.dev/my-app", '{.status.conditions[?(@.type=="Ready")].status}', "True")
+    wait("deployment.kiln.dev/my-app", '{.status.conditions[?(@.type=="Ready")].status}', "True", timeout=120)
     dep: dict[str, Any] = json.loads(k("get", "deployment.kiln.dev/my-app", "-o", "json"))
     assert dep["spec"]["artifactRef"] == {"name": "my-app"}
     assert dep["status"]["artifact"]["specDigest"] == digest
     assert dep["status"]["readyReplicas"] == 2
     [created] = dep["status"]["history"]
-    assert (created["action"], created["actor"], created["artifact"]) == ("Created", "kiln-admin", "my-app")
+    assert (created["action"], created["actor"], created["artifact"]) == ("Created", actor, "my-app")
     table = k("get", "deployments.kiln.dev")
     assert "High" in table and "True" in table, table
     assert jp("deployment.apps/my-app", "{.status.readyReplicas}") == "2"
+    model("my-app", "v2")
