@@ -179,8 +179,9 @@ def setup_network(net: Network) -> None:
     # Pods answer the host but never open a connection to it (the host's end of the link is the only
     # address outside the cluster a pod could route to).
     _run(*inside, "iptables", "-w", "-N", "KILN-NODE")
-    _run(*inside, "iptables", "-w", "-A", "KILN-NODE", "-i", BRIDGE, "-o", "eth0", "-m", "conntrack",
-         "--ctstate", "NEW", "-j", "REJECT")
+    for proto, how in (("tcp", "tcp-reset"), ("all", "icmp-port-unreachable")):
+        _run(*inside, "iptables", "-w", "-A", "KILN-NODE", "-i", BRIDGE, "-o", "eth0", "-p", proto, "-m",
+             "conntrack", "--ctstate", "NEW", "-j", "REJECT", "--reject-with", how)
     _run(*inside, "iptables", "-w", "-I", "FORWARD", "1", "-j", "KILN-NODE")
 
 
@@ -342,7 +343,9 @@ def cni_config(net: Network) -> dict[str, Any]:
     return {"cniVersion": "1.0.0", "name": "kiln", "plugins": [
         {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
          "ipam": {"type": "host-local", "ranges": [[{"subnet": net.pod_cidr, "gateway": net.pod_gateway}]],
-                  "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "/run/cni-ipam"}},
+                  # No default route: a pod's connection to any address outside the cluster's ranges
+                  # fails at once in the pod (ENETUNREACH), and no packet for it is ever sent.
+                  "routes": [{"dst": "198.18.0.0/15"}], "dataDir": "/run/cni-ipam"}},
         {"type": "portmap", "capabilities": {"portMappings": True}},
         {"type": "loopback"},
     ]}
