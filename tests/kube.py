@@ -82,6 +82,21 @@ class Kube:
         return None
 
 
+def webhooks_effective(kube: Kube, namespace: str = "default") -> bool:
+    """Whether the API server calls Kiln's webhooks (it picks up new configurations asynchronously): a
+    dry run that only the webhook refuses (a Deployment of a missing artifact) tells."""
+    from kubernetes.client.rest import ApiException
+
+    try:
+        kube.custom.create_namespaced_custom_object(
+            "kiln.dev", "v1alpha1", namespace, "deployments",
+            {"apiVersion": "kiln.dev/v1alpha1", "kind": "Deployment", "metadata": {"name": "probe"},
+             "spec": {"artifactRef": {"name": "kiln-probe-does-not-exist"}}}, dry_run="All")
+    except ApiException as e:
+        return "kiln-probe-does-not-exist not found" in str(e.body)
+    return False
+
+
 class Operator:
     """`kiln run` as a subprocess: started, stopped gracefully, or killed like a crash."""
 
@@ -118,21 +133,8 @@ class Operator:
 
         self.kube.wait(ready, what="the operator to start and serve its webhooks", timeout=60)
         if "--no-register-webhooks" not in self.args:
-            self.kube.wait(self._webhooks_effective, what="the API server to call the new webhooks", timeout=30)
-
-    def _webhooks_effective(self) -> bool:
-        """The API server picks up new webhook configurations asynchronously: a dry run that only the
-        webhook refuses (a Deployment of a missing artifact) tells when it calls them."""
-        from kubernetes.client.rest import ApiException
-
-        try:
-            self.kube.custom.create_namespaced_custom_object(
-                "kiln.dev", "v1alpha1", "default", "deployments",
-                {"apiVersion": "kiln.dev/v1alpha1", "kind": "Deployment", "metadata": {"name": "probe"},
-                 "spec": {"artifactRef": {"name": "kiln-probe-does-not-exist"}}}, dry_run="All")
-        except ApiException as e:
-            return "kiln-probe-does-not-exist not found" in str(e.body)
-        return False
+            self.kube.wait(lambda: webhooks_effective(self.kube), what="the API server to call the new webhooks",
+                           timeout=30)
 
     @property
     def webhook_port(self) -> int:
