@@ -313,8 +313,9 @@ def up(paths: Paths | None = None, timeout: float = 120.0, real_node: bool = Tru
     net = node.Network(0)  # without a real node its ranges are only numbers in this cluster's API
     try:
         if reason is None:
+            netns_dir = node.netns_dir_state()
             net = node.claim_slot()
-            state["node"] = {"slot": net.slot, "name": node.NODE_NAME,
+            state["node"] = {"slot": net.slot, "name": node.NODE_NAME, "netnsDir": netns_dir,
                              "registry": f"{HOST}:{net.registry_host_port}", "serviceCIDR": net.service_cidr,
                              "podCIDR": net.pod_cidr}
         else:
@@ -508,7 +509,7 @@ def down(paths: Paths | None = None, keep_logs: bool = False) -> list[str]:
         if real.get("cgroups"):
             node.remove_cgroups([Path(d) for d in real["cgroups"]])
         if "slot" in real:
-            node.teardown_network(node.Network(int(real["slot"])))
+            node.teardown_network(node.Network(int(real["slot"])), real.get("netnsDir", {}))
     # Only what `up` made goes: the state directory may have been pointed at one holding other files.
     for child in (paths.root / name for name in OWNED):
         if keep_logs and child == paths.logs:

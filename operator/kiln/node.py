@@ -145,6 +145,20 @@ def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return r
 
 
+NETNS_DIR = Path("/run/netns")
+
+
+def netns_dir_state() -> dict[str, bool]:
+    """Whether /run/netns exists and is a mount point: the first `ip netns add` makes both, and the
+    last namespace's removal undoes neither (:func:`teardown_network` does, when `up` made them)."""
+    return {"existed": NETNS_DIR.exists(), "mounted": _mountpoint(NETNS_DIR)}
+
+
+def _mountpoint(path: Path) -> bool:
+    """(os.path.ismount misses a directory bind-mounted onto itself, as `ip netns add` does.)"""
+    return any(line.split()[4] == str(path) for line in Path("/proc/self/mountinfo").read_text().splitlines())
+
+
 def claim_slot() -> Network:
     """The first free slot, claimed by creating its network namespace (atomic: `ip netns add` fails when
     it exists)."""
@@ -185,10 +199,16 @@ def setup_network(net: Network) -> None:
     _run(*inside, "iptables", "-w", "-I", "FORWARD", "1", "-j", "KILN-NODE")
 
 
-def teardown_network(net: Network, timeout: float = 30.0) -> None:
+def teardown_network(net: Network, netns_dir_before: dict[str, bool], timeout: float = 30.0) -> None:
     """Undo :func:`setup_network` and remove the namespace; call once no process is left in it. The
     namespace's interfaces, rules and the host's routes through it go with it."""
     _run("ip", "netns", "del", net.netns, check=False)
+    if os.path.isdir(NETNS_DIR) and not any(NETNS_DIR.iterdir()):  # no other namespace uses it
+        if not netns_dir_before.get("mounted", True) and _mountpoint(NETNS_DIR):
+            _run("umount", str(NETNS_DIR), check=False)
+        if not netns_dir_before.get("existed", True):
+            with contextlib.suppress(OSError):
+                NETNS_DIR.rmdir()
     _run("ip", "link", "del", net.veth, check=False)
     deadline = time.monotonic() + timeout  # the kernel frees a namespace asynchronously
     while time.monotonic() < deadline and _run("ip", "link", "show", net.veth, check=False).returncode == 0:

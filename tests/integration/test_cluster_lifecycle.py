@@ -18,7 +18,8 @@ pytestmark = pytest.mark.skipif(bool(os.environ.get("KILN_TEST_KUBECONFIG")),
 
 
 def kiln(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KILN_CLUSTER_DIR": str(state)}
+    """`kiln cluster ...` on a private cluster with the simulated node only (tests/e2e covers the real one)."""
+    env = {**os.environ, "KILN_CLUSTER_DIR": str(state), "KILN_REAL_NODE": "0"}
     return subprocess.run([sys.executable, "-m", "kiln.cli", "cluster", *args], env=env, text=True,
                           capture_output=True, timeout=300)
 
@@ -35,6 +36,7 @@ def test_up_is_idempotent_and_down_stops_exactly_what_it_started(tmp_path: Path)
     state = tmp_path / "cluster"
     r = kiln(state, "up")
     assert r.returncode == 0, r.stderr
+    assert "no real node: KILN_REAL_NODE=0 asks for the simulated node only" in r.stderr
     kubeconfig = r.stdout.strip()
     assert kubeconfig == str(state / "kubeconfig")
     pids = {p["name"]: p["pid"] for p in json.loads((state / "state.json").read_text())["processes"]}
@@ -50,6 +52,9 @@ def test_up_is_idempotent_and_down_stops_exactly_what_it_started(tmp_path: Path)
 
     st = json.loads(kiln(state, "status", "--json").stdout)
     assert st["running"] and st["apiReady"]
+    assert st["realNode"] == {"unavailable": "KILN_REAL_NODE=0 asks for the simulated node only"}
+    assert [(n["name"], n["kind"], n["ready"]) for n in st["nodes"]] == [("kwok-node-0", "kwok", True)]
+    assert "no real node: KILN_REAL_NODE=0" in kiln(state, "status").stdout
     nodes = subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", "get", "nodes", "--no-headers"],
                            capture_output=True, text=True, check=True).stdout
     assert "kwok-node-0" in nodes and " Ready " in nodes
