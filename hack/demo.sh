@@ -9,10 +9,31 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 kc() { kubectl --kubeconfig="$KUBECONFIG" "$@"; }   # quiet, for captured output
 k() { echo "\$ kubectl $*" | sed "s|--kubeconfig=[^ ]* ||"; kubectl --kubeconfig="$KUBECONFIG" "$@"; }
 
-say "Local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok node) on 127.0.0.1"
+say "Local cluster on 127.0.0.1: control plane, a simulated node (kwok), a real node (containerd, kubelet), a registry"
 KUBECONFIG="$(kiln cluster up)"
 export KUBECONFIG
-k get nodes -o wide
+k get nodes -o wide -L kiln.dev/node
+real=$(kiln cluster status --json | python3 -c 'import json,sys;print(int("slot" in json.load(sys.stdin)["realNode"]))')
+if [ "$real" = 1 ]; then
+  say "Images (built with buildah from the project's Dockerfiles, cached) in the local registry"
+  kiln images build --push
+else
+  echo "no real node here (see \`kiln cluster status\`): pods are simulated, and the model cannot be called"
+fi
+
+# The model's answer from this host, through its Service's ClusterIP (kube-proxy on the real node).
+predict() {  # predict <service> [expected version]: wait for the answer (pods roll over), print it
+  local ip url out
+  ip=$(kc get service "$1" -n "$NS" -o jsonpath='{.spec.clusterIP}')
+  url="http://$ip:8080/predict"
+  echo "\$ curl -d '{\"features\": [1, 2, 3]}' $url"
+  for _ in $(seq 120); do
+    out=$(curl -sf -m 2 -d '{"features": [1, 2, 3]}' "$url" || true)
+    if [ -n "$out" ] && { [ -z "${2:-}" ] || [[ "$out" == *"\"version\": \"$2\""* ]]; }; then echo "$out"; return 0; fi
+    sleep 0.5
+  done
+  echo "ERROR: $url did not answer${2:+ with version $2}"; return 1
+}
 
 say "Kiln's CRDs"
 k apply --server-side -f crds/
@@ -34,7 +55,7 @@ k create namespace "$NS"
 until kc get serviceaccount default -n "$NS" >/dev/null 2>&1; do sleep 0.2; done
 
 wait_for() {  # wait_for <resource> <jsonpath> <value>
-  kc wait -n "$NS" --for=jsonpath="$2"="$3" "$1" --timeout=60s >/dev/null
+  kc wait -n "$NS" --for=jsonpath="$2"="$3" "$1" --timeout=120s >/dev/null
 }
 pods() { k get pods -n "$NS" -L kiln.dev/spec-digest -L kiln.dev/revision; }
 
@@ -43,6 +64,7 @@ k apply -n "$NS" -f examples/01-workload-with-inline-artifact.yaml
 wait_for workload.kiln.dev/my-app '{.status.state}' Running
 k get kiln -n "$NS"
 pods
+[ "$real" = 1 ] && { echo "Test it: the model answers through the development Service my-app-dev"; predict my-app-dev v1; }
 
 say "Step 2a: patch the artifact's description (metadata: restarts nothing)"
 before=$(kc get pods -n "$NS" -o name)
@@ -57,11 +79,16 @@ until [ "$(kc get workload.kiln.dev my-app -n "$NS" -o jsonpath='{.status.artifa
 wait_for workload.kiln.dev/my-app '{.status.state}' Running
 k get artifacts.kiln.dev -n "$NS" -o wide
 pods
+[ "$real" = 1 ] && predict my-app-dev v2
 
 say "Step 2c: stop the workload, then start it again"
 k patch workload.kiln.dev my-app -n "$NS" --type merge -p '{"spec":{"state":"Stopped"}}'
 wait_for workload.kiln.dev/my-app '{.status.conditions[?(@.type=="Ready")].reason}' Stopped
 pods 2>&1
+if [ "$real" = 1 ]; then
+  kc get service my-app-dev -n "$NS" >/dev/null 2>&1 && { echo "ERROR: the stopped workload still has a Service"; exit 1; }
+  echo "nothing answers: no pods, no development Service"
+fi
 k patch workload.kiln.dev my-app -n "$NS" --type merge -p '{"spec":{"state":"Running"}}'
 wait_for workload.kiln.dev/my-app '{.status.state}' Running
 pods
@@ -88,9 +115,14 @@ k get kiln -n "$NS"
 echo
 k get events -n "$NS" --field-selector involvedObject.apiVersion=kiln.dev/v1alpha1 \
   --sort-by=.lastTimestamp -o custom-columns=KIND:.involvedObject.kind,REASON:.reason,MESSAGE:.message
+if [ "$real" = 1 ]; then
+  say "Production: the promoted model answers through the governed Deployment's Service my-app"
+  predict my-app v2
+fi
 cat <<EOT
 
 The cluster keeps running:  export KUBECONFIG=$KUBECONFIG
+Call the model yourself:    curl -d '{"features": [1, 2, 3]}' http://\$(kubectl -n $NS get service my-app -o jsonpath='{.spec.clusterIP}'):8080/predict
 Run the operator again:     .venv/bin/kiln run
 Stop everything:            .venv/bin/kiln cluster down
 EOT
