@@ -524,6 +524,10 @@ def supervise(plan_path: Path) -> int:
                     f"The end of its log ({logs / name}.log):\n  " + "\n  ".join(tail))
                 stopping, code = True, 1
 
+    def reaped_a_failure() -> bool:
+        reap()
+        return stopping
+
     try:
         for spec in plan["processes"]:
             if stopping:
@@ -534,7 +538,7 @@ def supervise(plan_path: Path) -> int:
             running[pid] = spec["name"]
             log(f"started {spec['name']} (pid {pid} in the node)")
             if "ready" in spec:
-                _wait_for_socket(spec["ready"], lambda: (reap(), stopping)[1])
+                _wait_for_socket(spec["ready"], reaped_a_failure)
         while not stopping:
             reap()
             time.sleep(0.2)
