@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,11 @@ def test_a_second_cluster_with_a_real_node_leaves_nothing_behind(tmp_path: Path,
         ip = sh(*kc, "get", "service", "scorer", "-o", "jsonpath={.spec.clusterIP}")
         assert ipaddress.ip_address(ip) in ipaddress.ip_network(net.service_cidr), ip
         assert sh(*kc, "get", "pod", "scorer", "-o", "jsonpath={.spec.nodeName}") == "kiln-real"
-        assert answer(f"http://{ip}:8080/predict", {"features": [4]}) == {
-            "model": "scorer", "version": "v1", "score": 2.0}
+        expected = {"model": "scorer", "version": "v1", "score": 2.0}
+        deadline = time.monotonic() + 30  # kube-proxy programs the new Service within a moment
+        while answer(f"http://{ip}:8080/predict", {"features": [4]}) != expected:
+            assert time.monotonic() < deadline, f"{ip}:8080 does not answer {expected}"
+            time.sleep(0.2)
 
         # On the host: only this slot's link and routes; no firewall rule, no mount, nothing listening
         # anywhere but on loopback (the node's own rules and sockets live in its namespaces).

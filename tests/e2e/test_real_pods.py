@@ -41,8 +41,8 @@ def test_a_pod_is_ready_only_once_its_container_answers(kube: Kube, operator: Op
     obj = wait_running(kube, ns, "slow", timeout=60)
     assert time.monotonic() - started > 1.5, "Ready before the model could have loaded"
     assert obj["status"]["readyReplicas"] == 1
-    url = service_url(kube, ns, "slow-dev", "/predict")
-    assert answer(url, {"features": [2]}) == {"model": "scorer", "version": "v1", "score": 1.0}
+    url, expected = service_url(kube, ns, "slow-dev", "/predict"), {"model": "scorer", "version": "v1", "score": 1.0}
+    kube.wait(lambda: answer(url, {"features": [2]}) == expected, what=f"{url} to answer", timeout=30)
 
 
 def test_a_process_that_exits_fails_the_workload_with_the_container_reason(
