@@ -41,7 +41,7 @@ cluster-down:  ## stop it
 	$(BIN)/kiln cluster down
 
 crds: $(BIN)/kiln  ## regenerate crds/ from the pydantic models
-	$(BIN)/python -m kiln.crds
+	$(BIN)/python -m kiln.api.crds
 
 manifests: helm  ## sync the chart's CRDs, the kustomize base and the Argo CD health checks (deploy/generate.py)
 	$(BIN)/python deploy/generate.py

@@ -27,7 +27,9 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from kiln import cluster
+from kiln.admission.process import free_port, listening
+from kiln_dev import cluster
+from kiln_dev.certs import serving_certificate
 
 ROOT = Path(__file__).resolve().parents[1]
 G, V = "kiln.dev", "v1alpha1"
@@ -153,14 +155,16 @@ class Bench:
         Event and one status write. No webhook is called. Kiln's time can approach this, not the
         direct one."""
         assert self.operator is None, "the floor is measured without the operator"
-        from kiln import builders as kb
-        from kiln import conditions as cond
-        from kiln.digest import spec_digest
+        from kiln.api.digest import spec_digest
+        from kiln.api.models import ArtifactSpec, ConditionType, ObjectMeta
+        from kiln.controllers import builders as kb
+        from kiln.controllers import conditions as cond
 
         ns = self.namespace()
         art = artifact("app", "registry.example/app:1", ports=False)
         self.custom.create_namespaced_custom_object(G, V, ns, "artifacts", art)
-        digest = spec_digest(art["spec"])
+        spec = ArtifactSpec.model_validate(art["spec"])
+        digest = spec_digest(spec)
         rev = kb.revision(digest, None)
 
         def one(i: int) -> None:
@@ -168,8 +172,9 @@ class Bench:
             wl = self.custom.create_namespaced_custom_object(G, V, ns, "workloads", {
                 "apiVersion": f"{G}/{V}", "kind": "Workload", "metadata": {"name": name},
                 "spec": {"artifactRef": {"name": "app"}}})
-            pod = kb.workload_pod(name, "app", art["spec"]["containers"], digest, rev, 0)
-            pod["metadata"]["ownerReferences"] = [kb.owner_reference(wl, "Workload")]
+            pod = kb.workload_pod(name, "app", spec.containers, digest, rev, 0)
+            pod["metadata"]["ownerReferences"] = [kb.owner_reference(ObjectMeta.model_validate(wl["metadata"]),
+                                                                    "Workload")]
             self.core.create_namespaced_pod(ns, pod, _preload_content=False).read()
             self.core.create_namespaced_event(ns, {
                 "metadata": {"generateName": f"{name}."}, "type": "Normal", "reason": "Created",
@@ -180,9 +185,10 @@ class Bench:
             self.custom.patch_namespaced_custom_object_status(G, V, ns, "workloads", name, {"status": {
                 "observedGeneration": 1, "state": "Running", "replicas": 1, "readyReplicas": 1,
                 "artifact": {"name": "app", "lifecycle": "Draft", "specDigest": digest},
-                "conditions": cond.merge(None, [cond.condition("Ready", True, "PodsReady", msg, 1),
-                                                cond.condition("Available", True, "MinimumReplicasAvailable", msg, 1),
-                                                cond.condition("Progressing", False, "Converged", msg, 1)])}},
+                "conditions": [c.to_dict() for c in cond.merge(None, [
+                    cond.condition(ConditionType.READY, True, "PodsReady", msg, 1),
+                    cond.condition(ConditionType.AVAILABLE, True, "MinimumReplicasAvailable", msg, 1),
+                    cond.condition(ConditionType.PROGRESSING, False, "Converged", msg, 1)])]}},
                 _preload_content=False).read()
 
         t0 = time.monotonic()
@@ -280,17 +286,17 @@ class Bench:
         binary = subprocess.run(["bash", str(ROOT / "hack" / "noop-webhook" / "build.sh")], check=True,
                                 capture_output=True, text=True).stdout.strip().splitlines()[-1]
         ca, cert, key = self.tls_files("noop-webhook")
-        port = cluster.free_port()
-        from kiln import admission as adm
+        port = free_port()
+        from kiln.admission.configuration import webhook_configurations
 
-        validating, _ = adm.webhook_configurations({"url": f"https://127.0.0.1:{port}", "caBundle": ca})
+        validating, _ = webhook_configurations({"url": f"https://127.0.0.1:{port}", "caBundle": ca}, FLOOR_HOOK)
         hook = next(w for w in validating["webhooks"] if w["name"] == "validate-artifact.kiln.dev")
         hook.update(name=FLOOR_HOOK, clientConfig={"url": f"https://127.0.0.1:{port}/noop", "caBundle": ca})
         reg = client.AdmissionregistrationV1Api(self.api)
         proc = subprocess.Popen([binary, f"--addr=127.0.0.1:{port}", f"--cert={cert}", f"--key={key}"],
                                 stderr=subprocess.DEVNULL)  # the readiness probe's bare connection is logged
         try:
-            wait(lambda: cluster.listening(port), 30, "noop webhook")
+            wait(lambda: listening(port), 30, "noop webhook")
             reg.create_validating_webhook_configuration({
                 "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
                 "metadata": {"name": "kiln-bench-floor"}, "webhooks": [hook]})
@@ -307,7 +313,7 @@ class Bench:
         import base64
 
         d = self.workdir / name
-        cluster.serving_certificate(d)
+        serving_certificate(d)
         return base64.b64encode((d / "ca.crt").read_bytes()).decode(), d / "tls.crt", d / "tls.key"
 
     def webhook_alone(self, updates: int = 2000, concurrency: int = 20) -> dict[str, float]:
@@ -317,11 +323,11 @@ class Bench:
         import ssl as ssl_
 
         _, cert, key = self.tls_files("webhook-alone")
-        port = cluster.free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "kiln.webhook", f"--port={port}",
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "kiln.admission.server", f"--port={port}",
                                  f"--cert={cert}", f"--key={key}"], stderr=subprocess.DEVNULL)
         try:
-            wait(lambda: cluster.listening(port), 30, "webhook server")
+            wait(lambda: listening(port), 30, "webhook server")
             old = registered("a", "r.example/a:1")
             old["metadata"]["namespace"] = "ns"
             new = json.loads(json.dumps(old))
@@ -545,7 +551,8 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
     paths = cluster.Paths(Path(os.environ.get("KILN_BENCH_CLUSTER_DIR", workdir / "cluster")))
     log(f"starting a private control plane in {paths.root}")
-    kubeconfig = cluster.up(paths, real_node=False)  # the simulated node: the figures measure the control plane and Kiln
+    # The simulated node: the figures measure the control plane and Kiln.
+    kubeconfig = cluster.up(paths, real_node=False)
     bench = Bench(kubeconfig, workdir)
     results: dict[str, Any] = {"machine": machine(), "quick": QUICK}
     try:

@@ -3,6 +3,8 @@
     make manifests        (.venv/bin/python deploy/generate.py)
 
 - charts/kiln/crds/ and deploy/kustomize/base/crds/: byte-for-byte copies of crds/;
+- charts/kiln/files/webhooks.json: the admission webhooks, from kiln.admission.configuration (the
+  chart's template adds the Service, the CA and the namespace selector);
 - deploy/kustomize/base/: the chart rendered for namespace kiln-system with cert-manager certificates
   (no key material in git), plus the Namespace and a kustomization.yaml;
 - deploy/argocd/argocd-cm-patch.yaml and the block of docs/gitops.md between its markers: the Argo CD
@@ -11,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -101,7 +104,15 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _LiteralDumper.add_representer(str, _str)
 
 
+def webhooks_file() -> str:
+    from kiln.admission.configuration import chart_webhooks
+
+    return json.dumps(chart_webhooks(), indent=2) + "\n"
+
+
 def main() -> int:
+    (CHART / "files").mkdir(exist_ok=True)
+    (CHART / "files" / "webhooks.json").write_text(webhooks_file())  # rendered by base_files() below
     for target in (CHART / "crds", BASE / "crds"):
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
@@ -111,7 +122,8 @@ def main() -> int:
         (BASE / rel).write_text(text)
     (ARGOCD / "argocd-cm-patch.yaml").write_text(argocd_patch())
     DOC.write_text(gitops_doc(DOC.read_text()))
-    print("generated charts/kiln/crds, deploy/kustomize/base, deploy/argocd/argocd-cm-patch.yaml, docs/gitops.md",
+    print("generated charts/kiln/crds, charts/kiln/files/webhooks.json, deploy/kustomize/base, "
+          "deploy/argocd/argocd-cm-patch.yaml, docs/gitops.md",
           file=sys.stderr)
     return 0
 

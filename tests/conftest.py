@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from kiln import cluster
+from kiln_dev import cluster
 from tests.kube import Kube, Operator
 
 

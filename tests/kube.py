@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from kiln.cluster import listening
+from kiln.admission.process import listening
 
 T = TypeVar("T")
 

@@ -1,15 +1,26 @@
-"""The ``kiln`` command line: the local control plane and the operator."""
+"""The ``kiln`` command line: the operator (`kiln run`), and the development tools (`kiln cluster`,
+`kiln images`, in the ``kiln_dev`` package, which the operator's image does not carry)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from types import ModuleType
 
-from kiln import cluster
+
+def _dev(module: str) -> ModuleType:
+    import importlib
+
+    try:
+        return importlib.import_module(f"kiln_dev.{module}")
+    except ImportError as e:
+        raise SystemExit(f"kiln: the development tools are not installed ({e}): pip install -e '.[dev]' "
+                         "from a clone of the repository") from None
 
 
 def _cluster(args: argparse.Namespace) -> int:
+    cluster = _dev("cluster")
     paths = cluster.Paths(cluster.state_dir())
     if args.action == "up":
         kubeconfig = cluster.up(paths, real_node=not args.no_real_node)
@@ -49,8 +60,7 @@ def _cluster(args: argparse.Namespace) -> int:
 
 
 def _images(args: argparse.Namespace) -> int:
-    from kiln import images
-
+    cluster, images = _dev("cluster"), _dev("images")
     bindir = cluster.build_binaries()
     if args.action == "list":
         for image, ref in images.built(bindir).items():

@@ -1,43 +1,53 @@
-"""The Kubernetes API client the reconcilers use, and small helpers around its errors."""
+"""The Kubernetes API client the controllers use, and small helpers around it: one for the errors
+that mean "fine" (:func:`ignore`), one to converge an owned child (:func:`ensure_child`), one to write
+a status only when it changed (:func:`write_status`)."""
 
 from __future__ import annotations
 
 import functools
+import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
-from kiln.builders import GROUP, VERSION
-from kiln.conditions import merge
+from kiln import tree
+from kiln.api.models import KilnModel, ObjectMeta
+from kiln.names import GROUP, VERSION
 
 Body = dict[str, Any]
+T = TypeVar("T")
+# The kubernetes client accepts JSON dicts where its type hints name its model classes, and Kiln sends
+# dicts; its config loaders have no hints. Used through these two names, as Any, here only.
+_client: Any = client
+_config: Any = config
 
 
 @functools.cache
-def api_client() -> client.ApiClient:
+def api_client() -> Any:
     try:
-        config.load_incluster_config()
+        _config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        _config.load_kube_config()
     cfg = client.Configuration.get_default_copy()
     cfg.connection_pool_maxsize = 64
-    return client.ApiClient(cfg)
+    return _client.ApiClient(cfg)
 
 
-def core() -> client.CoreV1Api:
-    return client.CoreV1Api(api_client())
+def core() -> Any:
+    return _client.CoreV1Api(api_client())
 
 
-def apps() -> client.AppsV1Api:
-    return client.AppsV1Api(api_client())
+def apps() -> Any:
+    return _client.AppsV1Api(api_client())
 
 
-def custom() -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(api_client())
+def custom() -> Any:
+    return _client.CustomObjectsApi(api_client())
 
 
 def unread(response: Any) -> None:
@@ -53,57 +63,12 @@ class ChildConflict(Exception):
     condition, never overwritten."""
 
 
-def get_kiln(plural: str, namespace: str, name: str) -> Body | None:
-    """A kiln.dev object as a dict, or None when it does not exist."""
-    try:
-        obj: Body = custom().get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
-        return obj
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
+def ignore(*codes: int) -> Callable[[Callable[..., T]], Callable[..., T | None]]:
+    """Call an API function, treating the given HTTP codes (404, 409 …) as success (returns None)."""
 
-
-def list_kiln(plural: str, namespace: str) -> list[Body]:
-    listing: Body = custom().list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
-    return list(listing["items"])
-
-
-def patch_kiln_status(plural: str, namespace: str, name: str, status: Body) -> None:
-    custom().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, plural, name,
-                                                   {"status": status})
-
-
-def write_status(plural: str, obj: Body, fields: Body, conditions: list[dict[str, Any]]) -> None:
-    """Set an object's status to ``fields`` plus ``observedGeneration`` and the whole conditions list,
-    patching only when something changed: an idle resync writes nothing."""
-    meta = obj["metadata"]
-    old = obj.get("status") or {}
-    new = {**fields, "observedGeneration": meta.get("generation"),
-           "conditions": merge(old.get("conditions"), conditions)}
-    if all(old.get(k) == v for k, v in new.items()):
-        return
-    # A merge patch: fields set before but absent now are cleared explicitly.
-    new.update({k: None for k in old if k not in new})
-    patch_kiln_status(plural, meta["namespace"], meta["name"], new)
-
-
-def reason(e: ApiException) -> str:
-    """The API server's message from an error, for a condition."""
-    import json
-
-    try:
-        return str(json.loads(e.body)["message"])
-    except (TypeError, ValueError, KeyError):
-        return f"{e.status} {e.reason}"
-
-
-def ignore(*codes: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Call an API function, treating the given HTTP codes (404, 409 …) as success."""
-
-    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def deco(fn: Callable[..., T]) -> Callable[..., T | None]:
         @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> T | None:
             try:
                 return fn(*args, **kwargs)
             except ApiException as e:
@@ -114,6 +79,109 @@ def ignore(*codes: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return wrapper
 
     return deco
+
+
+def get_kiln(plural: str, namespace: str, name: str) -> Body | None:
+    """A kiln.dev object as a dict, or None when it does not exist."""
+    obj: Body | None = ignore(404)(custom().get_namespaced_custom_object)(GROUP, VERSION, namespace, plural, name)
+    return obj
+
+
+def list_kiln(plural: str, namespace: str) -> list[Body]:
+    listing: Body = custom().list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+    return list(listing["items"])
+
+
+def write_status(plural: str, meta: ObjectMeta, old: KilnModel, new: KilnModel) -> bool:
+    """Patch an object's status to ``new`` when it differs from ``old`` (what the object has): an idle
+    resync writes nothing. Fields set before but absent now are cleared (it is a merge patch)."""
+    before, after = old.to_dict(), new.to_dict()
+    if before == after:
+        return False
+    patch = {**after, **{k: None for k in before if k not in after}}
+    custom().patch_namespaced_custom_object_status(GROUP, VERSION, meta.namespace, plural, meta.name,
+                                                   {"status": patch})
+    return True
+
+
+def reason(e: ApiException) -> str:
+    """The API server's message from an error, for a condition."""
+    try:
+        return str(json.loads(e.body or "")["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"{e.status} {e.reason}"
+
+
+def to_dict(obj: Any) -> Body:
+    """A client model (or a dict) as the plain JSON dict the API server sent."""
+    plain: Body = api_client().sanitize_for_serialization(obj)
+    return plain
+
+
+# --- owned children ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Children:
+    """How to reach one kind of child object: the client calls, by (name, namespace)."""
+
+    kind: str
+    read: Callable[[str, str], Any]
+    create: Callable[[str, Body], Any]  # (namespace, body)
+    update: Callable[[str, str, Body, Body], Any]  # (name, namespace, desired, live)
+    delete: Callable[[str, str], Any]
+
+    @classmethod
+    def patched(cls, kind: str, api: Any, suffix: str) -> Children:
+        """A kind whose update is a merge patch of its spec (``read_namespaced_<suffix>`` etc.)."""
+        return cls(kind, getattr(api, f"read_namespaced_{suffix}"), getattr(api, f"create_namespaced_{suffix}"),
+                   lambda name, ns, desired, _: getattr(api, f"patch_namespaced_{suffix}")(
+                       name, ns, {"spec": desired["spec"]}),
+                   getattr(api, f"delete_namespaced_{suffix}"))
+
+
+UNREAD: Body = {}  # ensure_child's default: read the live child
+
+
+def ensure_child(children: Children, owner: ObjectMeta, owner_kind: str, name: str, desired: Body | None,
+                 live: Body | None = UNREAD,
+                 differs: Callable[[Body, Body], bool] = lambda d, lv: bool(tree.drift(d["spec"], lv["spec"]))
+                 ) -> Body | None:
+    """Converge one child of ``owner`` named ``name`` onto ``desired`` (None: it should not exist), given
+    what is ``live`` (read when not given). A child of that name that this owner does not own is never
+    touched: :class:`ChildConflict`. Returns the live child afterwards (None when there is none)."""
+    ns = owner.namespace
+    if live is UNREAD:
+        live = read(children, name, ns)
+    owned = live is not None and owned_by(live, owner.uid)
+    if desired is None:
+        if owned:
+            ignore(404)(children.delete)(name, ns)
+        return None
+    if live is not None and not owned:
+        raise ChildConflict(f"{children.kind} {name} exists and is not owned by this {owner_kind}")
+    if live is None:
+        try:
+            return to_dict(children.create(ns, desired))
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            # Made meanwhile (by another trigger of this reconcile, or someone else): judged next time.
+            live = read(children, name, ns)
+            return ensure_child(children, owner, owner_kind, name, desired, live, differs) if live else None
+    if differs(desired, live):
+        return to_dict(children.update(name, ns, desired, live))
+    return live
+
+
+def read(children: Children, name: str, ns: str) -> Body | None:
+    """A child as a plain dict, or None when it does not exist."""
+    live = ignore(404)(children.read)(name, ns)
+    return None if live is None else to_dict(live)
+
+
+def owned_by(obj: Body, uid: str) -> bool:
+    return any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or [])
 
 
 # Each object's lock and how many callers hold or wait for it: dropped when none do, so that the
@@ -141,9 +209,14 @@ def locked(*key: str) -> Iterator[None]:
                 _locks[key] = (lock, users - 1)
 
 
-def admission_api() -> client.AdmissionregistrationV1Api:
-    return client.AdmissionregistrationV1Api(api_client())
+def admission_api() -> Any:
+    return _client.AdmissionregistrationV1Api(api_client())
 
 
-def policy() -> client.PolicyV1Api:
-    return client.PolicyV1Api(api_client())
+def policy() -> Any:
+    return _client.PolicyV1Api(api_client())
+
+
+def gone_with_namespace(e: ApiException) -> bool:
+    """The error of a write in a namespace being deleted (its objects go with it)."""
+    return e.status == 403 and "being terminated" in str(e.body)

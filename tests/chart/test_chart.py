@@ -15,7 +15,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from kiln import admission
+from kiln.admission.configuration import webhook_configurations
 from tests.chart.conftest import BIN, CHART, REPO, Helm, Obj, container, kinds, one
 
 NS = "kiln-system"
@@ -88,7 +88,7 @@ def _python_configurations(ca: str | None) -> tuple[Obj, Obj]:
     cc: dict[str, Any] = {"service": {"name": "kiln-webhook", "namespace": NS, "port": 443}}
     if ca is not None:
         cc["caBundle"] = ca
-    return admission.webhook_configurations(cc)
+    return webhook_configurations(cc, f"{NS}-kiln")
 
 
 def test_webhook_configurations_equal_the_operators(helm: Helm) -> None:
@@ -100,7 +100,7 @@ def test_webhook_configurations_equal_the_operators(helm: Helm) -> None:
         assert got["metadata"]["name"] == f"{NS}-kiln", "cluster-scoped names carry the release's namespace"
         assert [w["name"] for w in got["webhooks"]] == [w["name"] for w in want["webhooks"]]
         for g, w in zip(got["webhooks"], want["webhooks"], strict=True):
-            assert g == w, f"{kind} webhook {w['name']} differs from kiln.admission.webhook_configurations()"
+            assert g == w, f"{kind} webhook {w['name']} differs from kiln.admission.configuration"
 
 
 def test_webhook_configurations_with_cert_manager(helm: Helm) -> None:

@@ -47,6 +47,8 @@ def test_generated_files_are_up_to_date(generate: ModuleType) -> None:
     for rel, text in want.items():
         assert have[rel] == text, f"deploy/kustomize/base/{rel} is stale: run `make manifests`"
     assert (ARGOCD / "argocd-cm-patch.yaml").read_text() == generate.argocd_patch(), "run `make manifests`"
+    assert (REPO / "charts" / "kiln" / "files" / "webhooks.json").read_text() == generate.webhooks_file(), \
+        "the chart's webhooks differ from kiln.admission.configuration: run `make manifests`"
     doc = (REPO / "docs" / "gitops.md").read_text()
     assert doc == generate.gitops_doc(doc), "docs/gitops.md's argocd-cm block is stale: run `make manifests`"
 

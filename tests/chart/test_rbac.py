@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kiln import admission
+from kiln.admission.configuration import webhook_configurations
 from tests.chart.conftest import CHART, Helm
 from tests.integration.test_deployments import deployment, wait_ready
 from tests.integration.test_registration import register
@@ -79,10 +79,9 @@ def sa_operator(kube: Kube, operator: Operator, chart_rbac: str, namespace: str,
     try:
         op.start()
         ca = base64.b64encode((workdir / "webhook-certs" / "ca.crt").read_bytes()).decode()
-        validating, mutating = admission.webhook_configurations(
-            {"url": f"https://127.0.0.1:{op.webhook_port}", "caBundle": ca})
+        validating, mutating = webhook_configurations(
+            {"url": f"https://127.0.0.1:{op.webhook_port}", "caBundle": ca}, name)
         for cfg in (validating, mutating):
-            cfg["metadata"]["name"] = name
             for w in cfg["webhooks"]:
                 w["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
         kube.admission.create_validating_webhook_configuration(validating)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from kiln import cluster, images
+from kiln_dev import cluster, images
 from tests.conftest import make_namespace
 from tests.kube import Kube
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from kiln import node
+from kiln_dev import node
 from tests.e2e.conftest import answer
 
 pytestmark = pytest.mark.cluster

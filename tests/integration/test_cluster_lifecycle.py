@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln import cluster
+from kiln_dev import cluster
 
 pytestmark = pytest.mark.skipif(bool(os.environ.get("KILN_TEST_KUBECONFIG")),
                                 reason="exercises the local control plane only")

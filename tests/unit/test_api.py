@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from kiln import api
-from kiln.api import (
+from kiln.api import models as api
+from kiln.api.models import (
     ArtifactSpec,
     ArtifactStatus,
     DeploymentSpec,
@@ -131,13 +131,23 @@ def test_locked_fields() -> None:
 def test_workload_spec() -> None:
     ref = WorkloadSpec.model_validate({"artifactRef": {"name": "my-app"}})
     assert (ref.replicas, ref.state) == (1, "Running")
-    assert ref.artifact_name_hint == "my-app"
     inline = WorkloadSpec.model_validate(
         {"artifact": {"displayName": "App", "containers": [container()]}, "state": "Stopped", "replicas": 0}
     )
     assert inline.artifact is not None
     assert inline.artifact.containers[0].name == "app"
-    assert inline.artifact_name_hint is None
+    meta = {"name": "wl", "namespace": "ns"}
+    assert api.Workload(metadata=meta, spec=ref).artifact_name == "my-app"
+    assert api.Workload(metadata=meta, spec=inline).artifact_name == "wl", "an inline artifact is named after it"
+
+
+def test_a_status_that_does_not_parse_counts_as_none() -> None:
+    """Users who may write status must not be able to stop the operator: it writes the status anew."""
+    body = {"metadata": {"name": "wl"}, "spec": {"artifactRef": {"name": "a"}},
+            "status": {"state": "Hijacked", "replicas": -1}}
+    assert api.Workload.model_validate(body).status == api.WorkloadStatus()
+    assert api.status_of(api.WorkloadStatus, body) == api.WorkloadStatus()
+    assert api.status_of(api.WorkloadStatus, {"status": {"state": "Running"}}).state == api.WorkloadPhase.RUNNING
 
 
 @pytest.mark.parametrize(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from kiln import builders as b
-from kiln import conditions as cond
-from kiln.artifacts import desired_status
-from kiln.digest import spec_digest
+from kiln.api.digest import spec_digest
+from kiln.api.models import ArtifactStatus, ConditionType, Container, Lifecycle, ObjectMeta
+from kiln.controllers import builders as b
+from kiln.controllers import conditions as cond
+from kiln.controllers.artifacts import plan_status
+from kiln.controllers.cache import artifact_view
 
-C = {"name": "app", "image": "registry.example/app:1", "ports": [{"name": "http", "containerPort": 8080}],
-     "securityContext": {"privileged": True}}
+# A user-supplied securityContext does not even parse into the model: the hardened one is Kiln's alone.
+C = Container.model_validate({"name": "app", "image": "registry.example/app:1",
+                              "ports": [{"name": "http", "containerPort": 8080}],
+                              "securityContext": {"privileged": True}})
 DIGEST = "sha256:" + "ab" * 32
 
 
@@ -45,35 +49,48 @@ def test_builder_does_not_share_state_between_pods() -> None:
 
 
 def test_service_only_with_ports_and_deduplicated() -> None:
-    assert b.service("x", "art", "workload", {"k": "v"}, [{"name": "a", "image": "i"}]) is None
-    svc = b.service("x", "art", "workload", {"k": "v"}, [C, {**C, "name": "side"}])
+    assert b.service("x", "art", "workload", {"k": "v"}, [Container(name="a", image="i")]) is None
+    svc = b.service("x", "art", "workload", {"k": "v"}, [C, C.model_copy(update={"name": "side"})])
     assert svc is not None
     assert svc["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": 8080, "protocol": "TCP"}]
     assert svc["spec"]["selector"] == {"k": "v"}
 
 
 def test_conditions_keep_transition_time_while_status_holds() -> None:
-    first = cond.merge(None, [cond.condition("Ready", False, "A", "m", 1)], at="t1")
-    same = cond.merge(first, [cond.condition("Ready", False, "B", "m2", 2)], at="t2")
-    flipped = cond.merge(same, [cond.condition("Ready", True, "C", "m3", 3)], at="t3")
-    assert [c["lastTransitionTime"] for c in (first[0], same[0], flipped[0])] == ["t1", "t1", "t3"]
-    assert flipped[0]["status"] == "True" and flipped[0]["observedGeneration"] == 3
+    ready = ConditionType.READY
+    first = cond.merge(None, [cond.condition(ready, False, "A", "m", 1)], at="t1")
+    same = cond.merge(first, [cond.condition(ready, False, "B", "m2", 2)], at="t2")
+    flipped = cond.merge(same, [cond.condition(ready, True, "C", "m3", 3)], at="t3")
+    assert [c.last_transition_time for c in (first[0], same[0], flipped[0])] == ["t1", "t1", "t3"]
+    assert flipped[0].to_dict()["status"] == "True" and flipped[0].observed_generation == 3
 
 
-def _artifact(lifecycle: str, image: str, status: dict | None = None) -> dict:
-    return {"metadata": {"generation": 2}, "spec": {"lifecycle": lifecycle, "containers": [
-        {"name": "app", "image": image}]}, "status": status or {}}
+META = ObjectMeta(name="a", generation=2, annotations={"kiln.dev/registered-by": "alice"})
+
+
+def _status(lifecycle: Lifecycle, image: str, old: ArtifactStatus | None = None) -> ArtifactStatus:
+    view = artifact_view({"lifecycle": lifecycle, "containers": [{"name": "app", "image": image}]})
+    return plan_status(META, lifecycle, view, old or ArtifactStatus(), "t")
 
 
 def test_artifact_status_draft_and_registered() -> None:
-    draft = desired_status(_artifact("Draft", "i:1"))
-    assert draft["specDigest"] == spec_digest({"containers": [{"name": "app", "image": "i:1"}]})
-    assert draft["lifecycle"] == "Draft" and draft["observedGeneration"] == 2
-    assert cond.get(draft["conditions"], "Ready")["reason"] == "Draft"
+    draft = _status(Lifecycle.DRAFT, "i:1")
+    assert draft.spec_digest == spec_digest({"containers": [{"name": "app", "image": "i:1"}]})
+    assert draft.lifecycle == Lifecycle.DRAFT and draft.observed_generation == 2 and draft.registered_by is None
+    assert (ready := cond.get(draft.conditions, ConditionType.READY)) and ready.reason == "Draft"
     # Registration keeps the digest: the pods of running workloads are not restarted.
-    reg = desired_status(_artifact("Registered", "i:1", draft))
-    assert reg["specDigest"] == draft["specDigest"]
-    assert cond.get(reg["conditions"], "Ready")["reason"] == "Registered"
-    # Once registered the digest is frozen.
-    frozen = desired_status(_artifact("Registered", "i:2", reg))
-    assert frozen["specDigest"] == draft["specDigest"]
+    reg = _status(Lifecycle.REGISTERED, "i:1", draft)
+    assert reg.spec_digest == draft.spec_digest and reg.registered_by == "alice"
+    assert (ready := cond.get(reg.conditions, ConditionType.READY)) and ready.reason == "Registered"
+    # Once registered the digest is frozen, and who registered it too.
+    frozen = plan_status(META.model_copy(update={"annotations": {"kiln.dev/registered-by": "mallory"}}),
+                         Lifecycle.REGISTERED, artifact_view({"lifecycle": "Registered", "containers": [
+                             {"name": "app", "image": "i:2"}]}), reg, "t2")
+    assert frozen.spec_digest == draft.spec_digest and frozen.registered_by == "alice"
+
+
+def test_an_invalid_artifact_says_which_field() -> None:
+    st = plan_status(META, Lifecycle.DRAFT, artifact_view({"containers": [{"name": "App!"}]}), ArtifactStatus(), "t")
+    ready = cond.get(st.conditions, ConditionType.READY)
+    assert ready and ready.reason == "InvalidSpec" and st.spec_digest is None
+    assert "spec.containers.0.name" in (ready.message or "") and "spec.containers.0.image" in (ready.message or "")

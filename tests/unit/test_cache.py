@@ -1,10 +1,10 @@
-"""kiln.cache.Index: what the reconciles read instead of calling the API."""
+"""kiln.controllers.cache.Index: what the reconciles read instead of calling the API."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from kiln.cache import Index, pages
+from kiln.controllers.cache import Index, pages
 
 
 def obj(uid: str, ns: str = "ns", name: str = "x", key: str = "a") -> dict[str, Any]:
@@ -28,13 +28,13 @@ def test_entries_by_key_follow_updates_and_deletions() -> None:
     assert len(idx) == 1
 
 
-def test_each_event_returns_the_entry_it_replaced() -> None:
+def test_each_event_returns_the_entry_it_replaced_and_the_new_one() -> None:
     """What the pod handler compares a pod's new state with (did anything that matters change?)."""
     idx: Index[str] = Index(entry)
-    assert idx.observe("ADDED", obj("1", name="p")) is None
-    assert idx.observe("MODIFIED", obj("1", name="p2")) == "p"
-    assert idx.observe("DELETED", obj("1", name="p2")) == "p2"
-    assert idx.observe("DELETED", obj("1", name="p2")) is None
+    assert idx.observe("ADDED", obj("1", name="p")) == (None, "p")
+    assert idx.observe("MODIFIED", obj("1", name="p2")) == ("p", "p2")
+    assert idx.observe("DELETED", obj("1", name="p2")) == ("p2", None)
+    assert idx.observe("DELETED", obj("1", name="p2")) == (None, None)
 
 
 def test_an_object_without_an_entry_is_left_out() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln import cluster
+from kiln_dev import cluster
 
 
 def made_by_up(root: Path) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kiln import api, crds
+from kiln.api import crds
+from kiln.api import models as api
 
 REPO_CRDS = Path(__file__).resolve().parents[2] / "crds"
 CRDS = {crd["spec"]["names"]["kind"]: crd for crd in crds.build_crds()}
@@ -59,7 +60,7 @@ def test_generated_crds_are_up_to_date(tmp_path: Path) -> None:
         assert committed.exists(), f"{committed} is missing: run `make crds`"
         assert committed.read_bytes() == path.read_bytes(), (
             f"{committed} is out of date with operator/kiln/api.py: run `make crds` "
-            "(python -m kiln.crds) and commit the result"
+            "(python -m kiln.api.crds) and commit the result"
         )
 
 

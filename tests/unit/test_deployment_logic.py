@@ -5,17 +5,33 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kiln import builders as b
-from kiln.deployments import history_entries, rollout_conditions
+import pytest
 
-C = [{"name": "app", "image": "registry.example/app:1", "ports": [{"containerPort": 8080, "protocol": "TCP"}],
-      "resources": {"requests": {"cpu": "0.1", "memory": "128Mi"}}}]
+from kiln.api.digest import spec_digest
+from kiln.api.models import (
+    Artifact,
+    Condition,
+    ConditionType,
+    Container,
+    Deployment,
+    DeploymentStatus,
+    HistoryEntry,
+)
+from kiln.controllers import builders as b
+from kiln.controllers.deployments import blocked_status, history_entries, plan, rollout_conditions
+from kiln.tree import drift
+
+C = [Container.model_validate({"name": "app", "image": "registry.example/app:1",
+                               "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                               "resources": {"requests": {"cpu": "0.1", "memory": "128Mi"}}})]
 D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 
 
-def dep(history: list[dict[str, Any]] | None = None, actor: str | None = "alice") -> dict[str, Any]:
-    return {"metadata": {"name": "prod", "annotations": {"kiln.dev/changed-by": actor} if actor else {}},
-            "status": {"history": history or []}}
+def dep(history: list[HistoryEntry] | None = None, actor: str | None = "alice") -> Deployment:
+    return Deployment.model_validate({
+        "metadata": {"name": "prod", "annotations": {"kiln.dev/changed-by": actor} if actor else {}},
+        "spec": {"artifactRef": {"name": "app"}},
+        "status": {"history": [h.to_dict() for h in history or []]}})
 
 
 def test_apps_deployment_is_hardened_and_pinned() -> None:
@@ -38,13 +54,13 @@ def test_drift_ignores_server_defaults_but_sees_edits_and_additions() -> None:
     # What the API server adds or normalises is not drift.
     live["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "100m"
     live["progressDeadlineSeconds"] = 600
-    assert b.drift(desired, live) == []
+    assert drift(desired, live) == []
     edited = copy.deepcopy(live)
     edited["replicas"] = 4
     edited["template"]["spec"]["containers"][0]["image"] = "registry.example/evil:1"
     edited["template"]["spec"]["hostNetwork"] = True
     edited["template"]["spec"]["containers"][0]["securityContext"]["privileged"] = True
-    found = b.drift(desired, edited)
+    found = drift(desired, edited)
     assert "spec.replicas" in found
     assert "spec.template.spec.containers[0].image" in found
     assert "spec.template.spec.hostNetwork (added)" in found
@@ -53,13 +69,13 @@ def test_drift_ignores_server_defaults_but_sees_edits_and_additions() -> None:
 
 def test_history_records_creation_switch_and_scale_with_the_actor() -> None:
     [created] = history_entries(dep(), "app", D1, 1, "t1")
-    assert (created["action"], created["actor"], created["artifact"], created["digest"], created["replicas"]) == (
+    assert (created.action, created.actor, created.artifact, created.digest, created.replicas) == (
         "Created", "alice", "app", D1, 1)
     assert history_entries(dep([created]), "app", D1, 1, "t2") == []  # nothing changed: nothing recorded
     switched, scaled = history_entries(dep([created], actor="bob"), "app2", D2, 3, "t3")
-    assert (switched["action"], switched["actor"], switched["artifact"]) == ("ArtifactSwitched", "bob", "app2")
-    assert (scaled["action"], scaled["replicas"], scaled["message"]) == ("Scaled", 3, "replicas 1 -> 3")
-    assert history_entries(dep(actor=None), "app", D1, 1, "t")[0]["actor"] == "unknown"
+    assert (switched.action, switched.actor, switched.artifact) == ("ArtifactSwitched", "bob", "app2")
+    assert (scaled.action, scaled.replicas, scaled.message) == ("Scaled", 3, "replicas 1 -> 3")
+    assert history_entries(dep(actor=None), "app", D1, 1, "t")[0].actor == "unknown"
 
 
 def _apps(gen: int, observed: int, replicas: int, ready: int, updated: int, available: int,
@@ -72,8 +88,8 @@ def _apps(gen: int, observed: int, replicas: int, ready: int, updated: int, avai
 
 
 def test_rollout_conditions_follow_kstatus() -> None:
-    def by_type(conds: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
-        return {c["type"]: (c["status"], c["reason"]) for c in conds}
+    def by_type(conds: list[Condition]) -> dict[str, tuple[str, str]]:
+        return {c.type: (c.status.value, c.reason or "") for c in conds}
 
     conds, ready = rollout_conditions(None, 2, 1)
     assert by_type(conds)["Ready"] == ("False", "Creating") and ready == 0
@@ -87,3 +103,54 @@ def test_rollout_conditions_follow_kstatus() -> None:
     conds, _ = rollout_conditions(_apps(2, 2, 2, 0, 2, 0, "ProgressDeadlineExceeded"), 2, 1)
     assert by_type(conds)["Ready"] == ("False", "ProgressDeadlineExceeded")
     assert by_type(conds)["Progressing"][0] == "False"
+
+
+# --- the decision table of a governed Deployment (kiln.controllers.deployments.plan) ----------------
+
+def artifact(lifecycle: str = "Registered", image: str = "registry.example/app:1") -> Artifact:
+    return Artifact.model_validate({"metadata": {"name": "app", "namespace": "ns"},
+                                    "spec": {"lifecycle": lifecycle, "containers": [{"name": "app", "image": image}]}})
+
+
+def governed(pinned: dict[str, Any] | None = None, pdb: bool = False) -> Deployment:
+    return Deployment.model_validate({
+        "metadata": {"name": "prod", "namespace": "ns", "uid": "u", "generation": 4,
+                     "annotations": {"kiln.dev/changed-by": "alice"}},
+        "spec": {"artifactRef": {"name": "app"}, "replicas": 2, "importance": "High",
+                 **({"podDisruptionBudget": {"minAvailable": 1}} if pdb else {})},
+        "status": {"artifact": pinned} if pinned else {}})
+
+
+BLOCKED = [
+    ("the Workload named is missing", governed(), None, None, "WorkloadNotFound"),
+    ("the Artifact is missing", governed(), "app", None, "ArtifactNotFound"),
+    ("the Artifact is a Draft", governed(), "app", artifact("Draft"), "ArtifactNotRegistered"),
+    ("the pinned digest no longer matches", governed({"name": "app", "specDigest": D1}), "app", artifact(),
+     "DigestMismatch"),
+]
+
+
+@pytest.mark.parametrize(("dep_", "art_name", "art", "reason"), [c[1:] for c in BLOCKED], ids=[c[0] for c in BLOCKED])
+def test_a_change_that_may_not_roll_out_touches_nothing(dep_: Deployment, art_name: str | None,
+                                                        art: Artifact | None, reason: str) -> None:
+    p = plan(dep_, art_name, art, "t")
+    assert p.blocked is not None and p.blocked[0] == reason
+    assert (p.apps, p.service, p.pdb, p.new_entries) == ({}, None, None, [])
+    st = blocked_status(dep_.model_copy(update={"status": DeploymentStatus.model_validate(
+        {"artifact": {"name": "app", "specDigest": D1}, "replicas": 2, "readyReplicas": 2})}), *p.blocked, "t")
+    assert (st.replicas, st.ready_replicas, st.artifact and st.artifact.spec_digest) == (2, 2, D1), "kept"
+    assert {c.type: c.reason for c in st.conditions or []}[ConditionType.READY] == reason
+
+
+def test_a_rollout_pins_the_digest_and_records_who() -> None:
+    p = plan(governed(pdb=True), "app", artifact(), "t")
+    digest = spec_digest(artifact().spec)
+    assert p.blocked is None and (p.artifact, p.digest, p.replicas) == ("app", digest, 2)
+    assert [(e.action, e.actor) for e in p.new_entries] == [("Created", "alice")] and p.history == p.new_entries
+    assert p.apps["spec"]["template"]["metadata"]["annotations"]["kiln.dev/spec-digest"] == digest
+    assert p.apps["metadata"]["labels"]["kiln.dev/importance"] == "High"
+    assert p.service is None, "no ports, no Service"
+    assert p.pdb is not None and p.pdb["spec"]["minAvailable"] == 1
+    again = plan(governed({"name": "app", "specDigest": digest}).model_copy(update={
+        "status": DeploymentStatus(artifact=None, history=p.history)}), "app", artifact(), "t2")
+    assert again.new_entries == [] and again.history == p.history, "nothing new: nothing recorded"

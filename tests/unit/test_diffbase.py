@@ -1,4 +1,4 @@
-"""What kopf has handled, kept in memory (kiln.main.ObservedDiffBase): kopf diffs what it fetches
+"""What kopf has handled, kept in memory (kiln.controllers.runtime.ObservedDiffBase): kopf diffs what it fetches
 against the object's current essence."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from typing import Any
 
 import kopf
 
-from kiln.main import PREFIX, ObservedDiffBase
+from kiln.controllers.runtime import ObservedDiffBase
+from kiln.names import KOPF_PREFIX as PREFIX
 
 
 def body(generation: int = 2, observed: int | None = 2, **annotations: str) -> kopf.Body:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from kiln.api import ArtifactSpec
-from kiln.digest import canonical_json, locked_spec, spec_digest
+from kiln.api.digest import canonical_json, locked_spec, spec_digest
+from kiln.api.models import ArtifactSpec
 
 
 def spec(**extra: Any) -> dict[str, Any]:

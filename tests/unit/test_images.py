@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln import images
+from kiln_dev import images
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln import node
+from kiln_dev import node
 
 CLUSTER_RANGE = ipaddress.ip_network("198.18.0.0/15")
 

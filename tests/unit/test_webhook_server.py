@@ -16,7 +16,7 @@ import pytest
 import trustme
 from tests.kube import Kube
 
-from kiln.cluster import free_port, listening
+from kiln.admission.process import free_port, listening
 
 
 def write_cert(ca: trustme.CA, d: Path) -> str:
@@ -40,8 +40,9 @@ def server(tmp_path: Path) -> Any:
     write_cert(ca, tmp_path)
     ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kiln.webhook", f"--port={port}", f"--cert={tmp_path / 'tls.crt'}",
-                             f"--key={tmp_path / 'tls.key'}", "--reload-interval=0.2"])
+    proc = subprocess.Popen([sys.executable, "-m", "kiln.admission.server", f"--port={port}",
+                             f"--cert={tmp_path / 'tls.crt'}", f"--key={tmp_path / 'tls.key'}",
+                             "--reload-interval=0.2"])
     Kube.wait(lambda: listening(port), what="webhook server listening", timeout=30)
     yield ca, tmp_path, port
     proc.terminate()
@@ -82,7 +83,7 @@ def test_exits_when_the_operator_is_killed(tmp_path: Path) -> None:
     port = free_port()
     parent = subprocess.Popen([sys.executable, "-c", (
         "import subprocess, sys, time; "
-        f"subprocess.Popen([sys.executable, '-m', 'kiln.webhook', '--port={port}', "
+        f"subprocess.Popen([sys.executable, '-m', 'kiln.admission.server', '--port={port}', "
         f"'--cert={tmp_path / 'tls.crt'}', '--key={tmp_path / 'tls.key'}']); time.sleep(600)")])
     try:
         Kube.wait(lambda: listening(port), what="webhook server listening", timeout=30)

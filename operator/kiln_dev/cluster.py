@@ -3,7 +3,7 @@
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (a simulated node, for scale)
 are built once from Go modules by ``hack/build-control-plane.sh`` into a cache keyed by version, and
 started here as child processes. Where the machine allows it (root, overlayfs), a real node runs next
-to the simulated one (:mod:`kiln.node`: containerd, kubelet, kube-proxy), with an image registry on
+to the simulated one (:mod:`kiln_dev.node`: containerd, kubelet, kube-proxy), with an image registry on
 127.0.0.1 that it pulls from. Every pid is recorded in the state directory, so ``down`` stops exactly
 what ``up`` started, also after a crash left stale state behind, and removes the real node's
 namespace, link and routes.
@@ -17,22 +17,20 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kiln import node
+from kiln.admission.process import HOST, free_port, listening
+from kiln_dev import node
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
 NODE_NAME = "kwok-node-0"
-HOST = "127.0.0.1"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 # With a real node, also: the registry, the host's ends of the node's two relays, the node itself.
 NODE_COMPONENTS = ("registry", "relay-apiserver", "relay-registry", "node")
@@ -51,62 +49,19 @@ def log(msg: str) -> None:
     print(f"[kiln cluster] {msg}", file=sys.stderr, flush=True)
 
 
-@dataclass
 class Paths:
-    root: Path
+    """The files of a cluster's state directory."""
 
-    @property
-    def state(self) -> Path:
-        return self.root / "state.json"
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.root / "kubeconfig"
-
-    @property
-    def pki(self) -> Path:
-        return self.root / "pki"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.state, self.kubeconfig, self.pki, self.logs = (root / n for n in ("state.json", "kubeconfig", "pki",
+                                                                               "logs"))
 
 
 def build_binaries() -> Path:
     """Build (or find in the cache) the control-plane binaries; returns their directory."""
     out = subprocess.run(["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True)
     return Path(out.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def listening(port: int) -> bool:
-    """Whether something accepts connections on 127.0.0.1:port."""
-    with socket.socket() as s:
-        return s.connect_ex((HOST, port)) == 0
-
-
-_MAKE_SERVING_CERTIFICATE = """
-import sys, pathlib, trustme
-d = pathlib.Path(sys.argv[1])
-d.mkdir(parents=True, exist_ok=True)
-ca = trustme.CA(organization_name="kiln local webhooks")
-leaf = ca.issue_cert("127.0.0.1", "localhost")
-ca.cert_pem.write_to_path(str(d / "ca.crt"))
-leaf.cert_chain_pems[0].write_to_path(str(d / "tls.crt"))
-leaf.private_key_pem.write_to_path(str(d / "tls.key"))
-(d / "tls.key").chmod(0o600)
-"""
-
-
-def serving_certificate(certdir: Path) -> None:
-    """A CA (ca.crt) and a serving certificate for 127.0.0.1 (tls.crt, tls.key) in certdir, made in a
-    short-lived process: the operator does not keep the cryptography library in memory for a one-off."""
-    subprocess.run([sys.executable, "-c", _MAKE_SERVING_CERTIFICATE, str(certdir)], check=True)
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -158,7 +113,6 @@ def _stop(proc: dict[str, Any], timeout: float = 15.0) -> None:
 
 
 def _write_pki(paths: Paths, net: node.Network) -> None:
-    # Imported here: the operator imports this module (free_port) and need not load cryptography.
     import trustme
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -288,7 +242,7 @@ def _ready(obj: dict[str, Any]) -> bool:
 
 def up(paths: Paths | None = None, timeout: float = 120.0, real_node: bool = True) -> Path:
     """Start the cluster unless it already runs; returns the kubeconfig path. A real node joins the
-    simulated one when this machine allows it (:func:`kiln.node.unavailable` says why not)."""
+    simulated one when this machine allows it (:func:`kiln_dev.node.unavailable` says why not)."""
     paths = paths or Paths(state_dir())
     if read_state(paths) is not None:
         if status(paths)["running"]:
@@ -421,7 +375,7 @@ def _node_ready(api: str, ctx: ssl.SSLContext, name: str) -> bool:
 
 def _start_real_node(paths: Paths, bindir: Path, state: dict[str, Any], net: node.Network, record: Any,
                      procs: list[dict[str, Any]], save: Any) -> None:
-    from kiln import images
+    from kiln_dev import images
 
     ports = state["ports"]
     api = f"https://{HOST}:{ports['apiserver']}"

@@ -1,7 +1,7 @@
 """The spec digest of an Artifact: ``sha256:<hex>`` of the canonical JSON of its locked part.
 
 The locked part is the spec without ``displayName``, ``description`` and ``lifecycle`` (the fields
-that stay editable once Registered). Canonical: parsed through :class:`kiln.api.ArtifactSpec`, so
+that stay editable once Registered). Canonical: parsed through :class:`kiln.api.models.ArtifactSpec`, so
 defaults are applied whether or not the user wrote them and unknown fields are dropped, dumped with
 camelCase names and unset fields omitted, then serialised with sorted keys and no whitespace.
 Lists keep their order (the first container is the primary one; env order matters).
@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from kiln.api import ArtifactSpec
+from kiln.api.models import ArtifactSpec
 
 PREFIX = "sha256:"
 
@@ -42,7 +42,7 @@ def spec_digest(spec: Mapping[str, Any] | ArtifactSpec) -> str:
     """``sha256:<hex>`` of the canonical JSON of the locked part of an Artifact spec.
 
     Accepts the ``spec`` dict of an Artifact (or of a Workload's inline ``artifact``) or a parsed
-    :class:`~kiln.api.ArtifactSpec`; raises :class:`pydantic.ValidationError` for an invalid spec.
+    :class:`~kiln.api.models.ArtifactSpec`; raises :class:`pydantic.ValidationError` for an invalid spec.
     """
     data = canonical_json(spec).encode("utf-8")
     return PREFIX + hashlib.sha256(data).hexdigest()

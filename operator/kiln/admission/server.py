@@ -1,4 +1,4 @@
-"""The admission webhook server: `python -m kiln.webhook`, a process of its own next to the operator.
+"""The admission webhook server: `python -m kiln.admission.server`, a process of its own next to the operator.
 
 Admission reviews are answered here, never queued behind the reconcilers' work, which keeps them
 fast under load (the API server waits for them on every write). The standard library's threaded
@@ -21,9 +21,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from kiln import admission
+from kiln.admission import handlers
 
-log = logging.getLogger("kiln.webhook")
+log = logging.getLogger("kiln.admission")
 MAX_BODY = 8 * 1024 * 1024
 
 
@@ -38,14 +38,14 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return self._json(413, {"error": f"request body over {MAX_BODY} bytes"})
         data = self.rfile.read(length)
-        if hook not in admission.HANDLERS:
+        if hook not in handlers.HANDLERS:
             return self._json(404, {"error": f"no webhook {hook}"})
         try:
             body = json.loads(data)
             req = body["request"]
         except (ValueError, KeyError, TypeError):
             return self._json(400, {"error": "expected an AdmissionReview"})
-        response = admission.answer(hook, req)
+        response = handlers.answer(hook, req)
         if not response["allowed"]:
             log.info(f"{hook}: denied {req.get('operation')} in {req.get('namespace')}: "
                      f"{response['status']['message']}")
@@ -121,7 +121,7 @@ def reload_certificate(ctx: ssl.SSLContext, cert: str, key: str, interval: float
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kiln.webhook", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m kiln.admission.server", description=__doc__)
     p.add_argument("--addr", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--cert", required=True, help="PEM certificate (chain)")

@@ -7,21 +7,23 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
+from collections.abc import Sequence
 from typing import Any
 
-GROUP = "kiln.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-MANAGED_BY = "kiln"
-RESTARTED_AT = "kiln.dev/restartedAt"
-L_WORKLOAD = "kiln.dev/workload"
-L_DEPLOYMENT = "kiln.dev/deployment"
-L_ARTIFACT = "kiln.dev/artifact"
-L_DIGEST = "kiln.dev/spec-digest"
-L_REVISION = "kiln.dev/revision"
-L_INDEX = "kiln.dev/index"
-A_DIGEST = "kiln.dev/spec-digest"
-A_DESIRED = "kiln.dev/desired-hash"
+from kiln.api.models import Container, ObjectMeta
+from kiln.names import (
+    A_DIGEST,
+    API_VERSION,
+    L_ARTIFACT,
+    L_DEPLOYMENT,
+    L_DIGEST,
+    L_IMPORTANCE,
+    L_INDEX,
+    L_REVISION,
+    L_WORKLOAD,
+    MANAGED_BY,
+)
 
 Body = dict[str, Any]
 
@@ -35,15 +37,10 @@ CONTAINER_SECURITY: Body = {
     "seccompProfile": {"type": "RuntimeDefault"},
 }
 POD_SECURITY: Body = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
-# The container fields an Artifact carries over to a pod; anything else is dropped.
-CONTAINER_FIELDS = ("name", "image", "imagePullPolicy", "command", "args", "workingDir", "env", "envFrom",
-                    "ports", "resources", "readinessProbe", "livenessProbe", "startupProbe")
 
 
 def spec_hash(spec: Body) -> str:
     """A short hash of a child's desired spec."""
-    import json
-
     return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
@@ -61,17 +58,12 @@ def workload_pod_name(workload: str, rev: str, index: int) -> str:
     return f"{workload[:50]}-{rev}-{index}"
 
 
-def containers(spec_containers: list[Body]) -> list[Body]:
-    """Kubernetes containers from an Artifact's container specs, hardened."""
-    out = []
-    for c in spec_containers:
-        container = {k: copy.deepcopy(v) for k, v in c.items() if k in CONTAINER_FIELDS and v is not None}
-        container["securityContext"] = copy.deepcopy(CONTAINER_SECURITY)
-        out.append(container)
-    return out
+def containers(spec_containers: Sequence[Container]) -> list[Body]:
+    """Kubernetes containers from an Artifact's container specs (which have no securityContext field), hardened."""
+    return [{**c.to_dict(), "securityContext": copy.deepcopy(CONTAINER_SECURITY)} for c in spec_containers]
 
 
-def pod_spec(spec_containers: list[Body]) -> Body:
+def pod_spec(spec_containers: Sequence[Container]) -> Body:
     return {
         "containers": containers(spec_containers),
         "securityContext": copy.deepcopy(POD_SECURITY),
@@ -101,7 +93,7 @@ def workload_selector(workload: str) -> dict[str, str]:
     return {L_WORKLOAD: workload}
 
 
-def workload_pod(workload: str, artifact: str, spec_containers: list[Body], digest: str, rev: str,
+def workload_pod(workload: str, artifact: str, spec_containers: Sequence[Container], digest: str, rev: str,
                  index: int) -> Body:
     """One pod of a Workload. Its name is deterministic: the same inputs give the same pod."""
     return {
@@ -122,27 +114,27 @@ def workload_pod(workload: str, artifact: str, spec_containers: list[Body], dige
     }
 
 
-def service_ports(spec_containers: list[Body]) -> list[Body]:
+def service_ports(spec_containers: Sequence[Container]) -> list[Body]:
     ports = []
     seen = set()
     for c in spec_containers:
-        for p in c.get("ports") or []:
-            proto = p.get("protocol") or "TCP"
-            key = (p["containerPort"], proto)
+        for p in c.ports or []:
+            proto = str(p.protocol)
+            key = (p.container_port, proto)
             if key in seen:
                 continue
             seen.add(key)
             ports.append({
-                "name": p.get("name") or f"{proto.lower()}-{p['containerPort']}",
-                "port": p["containerPort"],
-                "targetPort": p["containerPort"],
+                "name": p.name or f"{proto.lower()}-{p.container_port}",
+                "port": p.container_port,
+                "targetPort": p.container_port,
                 "protocol": proto,
             })
     return ports
 
 
 def service(name: str, artifact: str, component: str, selector: dict[str, str],
-            spec_containers: list[Body]) -> Body | None:
+            spec_containers: Sequence[Container]) -> Body | None:
     """A ClusterIP Service for the declared ports, or None when no container declares one."""
     ports = service_ports(spec_containers)
     if not ports:
@@ -155,12 +147,12 @@ def service(name: str, artifact: str, component: str, selector: dict[str, str],
     }
 
 
-def owner_reference(body: Body, kind: str) -> Body:
+def owner_reference(meta: ObjectMeta, kind: str) -> Body:
     return {
         "apiVersion": API_VERSION,
         "kind": kind,
-        "name": body["metadata"]["name"],
-        "uid": body["metadata"]["uid"],
+        "name": meta.name,
+        "uid": meta.uid,
         "controller": True,
         "blockOwnerDeletion": True,
     }
@@ -181,7 +173,7 @@ def deployment_selector(name: str) -> dict[str, str]:
     return {L_DEPLOYMENT: name}
 
 
-def apps_deployment(name: str, artifact: str, spec_containers: list[Body], digest: str, replicas: int,
+def apps_deployment(name: str, artifact: str, spec_containers: Sequence[Container], digest: str, replicas: int,
                     importance: str) -> Body:
     """The apps/v1 Deployment that runs a governed Deployment's pinned, registered spec."""
     pod = pod_spec(spec_containers)
@@ -192,7 +184,7 @@ def apps_deployment(name: str, artifact: str, spec_containers: list[Body], diges
         c.setdefault("imagePullPolicy", "Always" if c["image"].endswith(":latest") or ":" not in
                      c["image"].rsplit("/", 1)[-1] else "IfNotPresent")
     labels = {**common_labels(artifact, name, "deployment"), **deployment_selector(name),
-              L_DIGEST: digest_label(digest), "kiln.dev/importance": importance}
+              L_DIGEST: digest_label(digest), L_IMPORTANCE: importance}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -216,34 +208,3 @@ def pod_disruption_budget(name: str, artifact: str, min_available: int | str) ->
                                               **deployment_selector(name)}},
         "spec": {"minAvailable": min_available, "selector": {"matchLabels": deployment_selector(name)}},
     }
-
-
-def drift(desired: Any, live: Any) -> list[str]:
-    """Where the live object departs from the desired one: values changed, items added or removed,
-    and keys added to the pod spec or a container (the API server's defaults are in ``desired``)."""
-    out: list[str] = []
-    _drift(desired, live, "spec", out)
-    return out
-
-
-def _drift(desired: Any, live: Any, path: str, out: list[str]) -> None:
-    if isinstance(desired, dict) and isinstance(live, dict):
-        for k, v in desired.items():
-            _drift(v, live.get(k), f"{path}.{k}", out)
-        if path.endswith("template.spec") or (".containers[" in path and path.endswith("]")):
-            out.extend(f"{path}.{k} (added)" for k in live if k not in desired)
-    elif isinstance(desired, list) and isinstance(live, list) and len(desired) == len(live):
-        for i, (d, lv) in enumerate(zip(desired, live, strict=True)):
-            _drift(d, lv, f"{path}[{i}]", out)
-    elif desired != live and not (".resources." in path and _same_quantity(desired, live)):
-        out.append(path)
-
-
-def _same_quantity(a: Any, b: Any) -> bool:
-    """The API server normalises quantities ("0.1" is stored as "100m")."""
-    from kubernetes.utils import parse_quantity
-
-    try:
-        return bool(parse_quantity(a) == parse_quantity(b))  # type: ignore[no-untyped-call]
-    except (ValueError, TypeError):
-        return False

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-REGISTRY = "127.0.0.1:5001"  # as pods see it (kiln.node.REGISTRY_PORT)
+REGISTRY = "127.0.0.1:5001"  # as pods see it (kiln_dev.node.REGISTRY_PORT)
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "passwd")

@@ -1,6 +1,6 @@
 """Generate the Kiln CustomResourceDefinitions from the pydantic models in :mod:`kiln.api`.
 
-    python -m kiln.crds [OUTDIR]      # default: the repository's crds/ directory (``make crds``)
+    python -m kiln.api.crds [OUTDIR]      # default: the repository's crds/ directory (``make crds``)
 
 The pydantic JSON schema is turned into a Kubernetes *structural* schema: ``$ref``\\ s inlined,
 ``title``\\ s dropped, ``Optional`` (``anyOf`` with ``null``) collapsed to the plain type (optional
@@ -20,10 +20,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from kiln import api
+from kiln.api import models as api
 
-DEFAULT_OUTDIR = Path(__file__).resolve().parents[2] / "crds"
-HEADER = "# Generated from operator/kiln/api.py by `make crds` (python -m kiln.crds). Do not edit.\n"
+DEFAULT_OUTDIR = Path(__file__).resolve().parents[3] / "crds"
+HEADER = "# Generated from operator/kiln/api/models.py by `make crds` (python -m kiln.api.crds). Do not edit.\n"
 
 Schema = dict[str, Any]
 
@@ -609,7 +609,7 @@ def write_crds(outdir: Path) -> list[Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) > 1 or any(a in ("-h", "--help") for a in args):
-        print(f"usage: python -m kiln.crds [OUTDIR]   (default: {DEFAULT_OUTDIR})", file=sys.stderr)
+        print(f"usage: python -m kiln.api.crds [OUTDIR]   (default: {DEFAULT_OUTDIR})", file=sys.stderr)
         return 2
     outdir = Path(args[0]) if args else DEFAULT_OUTDIR
     for path in write_crds(outdir):

@@ -1,7 +1,7 @@
 """The Kiln resource model (``kiln.dev/v1alpha1``): pydantic v2 models for the spec and status of
 ``Artifact``, ``Workload`` and ``Deployment``.
 
-These models are the single source of the CRD schemas (see :mod:`kiln.crds`, which turns their
+These models are the single source of the CRD schemas (see :mod:`kiln.api.crds`, which turns their
 JSON schema into structural OpenAPI v3 schemas) and of the operator's view of the objects: parse a
 body with ``ArtifactSpec.model_validate(body["spec"])``. Attribute names are snake_case, the wire
 names are camelCase aliases; both are accepted on input, unknown fields are ignored (the API server
@@ -13,8 +13,9 @@ them: keep them short and written for users.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -22,14 +23,17 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
     WithJsonSchema,
+    WrapValidator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
-GROUP = "kiln.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+from kiln.names import API_VERSION, GROUP, VERSION
+
+__all__ = ["API_VERSION", "GROUP", "VERSION"]  # re-exported for the CRD generator
 
 # --------------------------------------------------------------------------------------------------
 # Messages shared by the CRD CEL rules and the models
@@ -58,6 +62,11 @@ WORKLOAD_INLINE_ARTIFACT_MESSAGE = (
     "edit the Artifact named after this Workload instead"
 )
 DEPLOYMENT_REF_MESSAGE = "spec: set artifactRef or workloadRef"
+
+
+def register_command(artifact: str) -> str:
+    """What a user types to register an Artifact (messages that ask for it say it)."""
+    return f"kubectl patch artifact.kiln.dev {artifact} --type merge -p '{{\"spec\":{{\"lifecycle\":\"Registered\"}}}}'"
 # Workload and Deployment names become label values (kiln.dev/workload, kiln.dev/deployment).
 MAX_NAME_LENGTH = 63
 NAME_LENGTH_MESSAGE = (
@@ -144,39 +153,57 @@ class KilnModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def problems(e: ValidationError, prefix: str = "spec") -> str:
+    """A validation error as one line naming each field: ``spec.containers.0.image: Field required``."""
+    return "; ".join(f"{'.'.join([prefix, *map(str, err['loc'])])}: {err['msg']}" if err["loc"] else err["msg"]
+                     for err in e.errors())
+
+
 # --------------------------------------------------------------------------------------------------
 # Enums
 # --------------------------------------------------------------------------------------------------
 
 
 class Lifecycle(StrEnum):
+    """An Artifact's lifecycle: Draft (editable), then Registered (locked), never back."""
+
     DRAFT = "Draft"
     REGISTERED = "Registered"
 
 
 class Protocol(StrEnum):
+    """A container port's protocol."""
+
     TCP = "TCP"
     UDP = "UDP"
     SCTP = "SCTP"
 
 
 class PullPolicy(StrEnum):
+    """When the kubelet pulls a container's image."""
+
     ALWAYS = "Always"
     IF_NOT_PRESENT = "IfNotPresent"
     NEVER = "Never"
 
 
 class Scheme(StrEnum):
+    """The scheme of an HTTP probe."""
+
     HTTP = "HTTP"
     HTTPS = "HTTPS"
 
 
 class DesiredState(StrEnum):
+    """What a user asks of a Workload: pods running, or none."""
+
     RUNNING = "Running"
     STOPPED = "Stopped"
 
 
 class WorkloadPhase(StrEnum):
+    """What a Workload's status says of it (spec.state asks, status.state tells)."""
+
     PENDING = "Pending"
     STARTING = "Starting"
     RUNNING = "Running"
@@ -185,16 +212,12 @@ class WorkloadPhase(StrEnum):
 
 
 class Importance(StrEnum):
+    """How much a governed Deployment matters; governance keys on it."""
+
     CRITICAL = "Critical"
     HIGH = "High"
     MODERATE = "Moderate"
     LOW = "Low"
-
-
-class ConditionStatus(StrEnum):
-    TRUE = "True"
-    FALSE = "False"
-    UNKNOWN = "Unknown"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -445,6 +468,20 @@ Description = Annotated[
 # --------------------------------------------------------------------------------------------------
 
 
+class ConditionType(StrEnum):
+    """The conditions Kiln reports (others may appear: the type field is open)."""
+
+    READY = "Ready"
+    AVAILABLE = "Available"
+    PROGRESSING = "Progressing"
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
 class Condition(KilnModel):
     """An observation of one aspect of the object's state (Kubernetes condition conventions)."""
 
@@ -585,11 +622,6 @@ class WorkloadSpec(KilnModel):
             raise ValueError(WORKLOAD_ARTIFACT_MESSAGE)
         return self
 
-    @property
-    def artifact_name_hint(self) -> str | None:
-        """The referenced Artifact's name (None for an inline artifact: it is named after the Workload)."""
-        return self.artifact_ref.name if self.artifact_ref else None
-
 
 class WorkloadArtifactStatus(KilnModel):
     """The Artifact a Workload is running."""
@@ -664,6 +696,14 @@ class DeploymentArtifactStatus(KilnModel):
     )
 
 
+class HistoryAction(StrEnum):
+    """What a Deployment's audit trail records."""
+
+    CREATED = "Created"
+    ARTIFACT_SWITCHED = "ArtifactSwitched"
+    SCALED = "Scaled"
+
+
 class HistoryEntry(KilnModel):
     """One entry of a Deployment's audit trail."""
 
@@ -693,3 +733,79 @@ class DeploymentStatus(KilnModel):
         max_length=MAX_HISTORY,
         description=f"Audit trail, oldest first, the last {MAX_HISTORY} entries.",
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Whole objects, as the operator receives them (not part of the CRD schemas)
+# --------------------------------------------------------------------------------------------------
+
+S = TypeVar("S", bound=KilnModel)
+
+
+def _or_empty(model: type[S]) -> Callable[[Any, ValidatorFunctionWrapHandler], S]:
+    """A status that does not parse counts as none: users who may write status must not be able to
+    stop the operator (it writes the status anew)."""
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> S:
+        try:
+            parsed: S = handler(value)
+            return parsed
+        except ValidationError:
+            return model()
+    return validate
+
+
+def status_of(model: type[S], body: Any) -> S:
+    """An object's status as its model, or an empty one when it has none or it does not parse."""
+    try:
+        return model.model_validate((body or {}).get("status") or {})
+    except ValidationError:
+        return model()
+
+
+class OwnerReference(KilnModel):
+    api_version: str = ""
+    kind: str = ""
+    name: str = ""
+    uid: str = ""
+
+
+class ObjectMeta(KilnModel):
+    """The metadata the operator reads."""
+
+    name: str
+    namespace: str = ""
+    uid: str = ""
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    deletion_timestamp: str | None = None
+    owner_references: list[OwnerReference] = Field(default_factory=list)
+
+    def owned_by(self, uid: str) -> bool:
+        return any(r.uid == uid for r in self.owner_references)
+
+
+class Artifact(KilnModel):
+    metadata: ObjectMeta
+    spec: ArtifactSpec
+    status: Annotated[ArtifactStatus, WrapValidator(_or_empty(ArtifactStatus))] = Field(
+        default_factory=ArtifactStatus)
+
+
+class Workload(KilnModel):
+    metadata: ObjectMeta
+    spec: WorkloadSpec
+    status: Annotated[WorkloadStatus, WrapValidator(_or_empty(WorkloadStatus))] = Field(
+        default_factory=WorkloadStatus)
+
+    @property
+    def artifact_name(self) -> str:
+        """The Artifact it runs: the referenced one, or the one made from its inline artifact."""
+        return self.spec.artifact_ref.name if self.spec.artifact_ref else self.metadata.name
+
+
+class Deployment(KilnModel):
+    metadata: ObjectMeta
+    spec: DeploymentSpec
+    status: Annotated[DeploymentStatus, WrapValidator(_or_empty(DeploymentStatus))] = Field(
+        default_factory=DeploymentStatus)

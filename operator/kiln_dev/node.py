@@ -288,31 +288,14 @@ def remove_cgroups(dirs: list[Path], timeout: float = 30.0) -> None:
 # --- configuration files ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Layout:
     """Where the node keeps its files, under the cluster's state directory."""
 
-    root: Path
-
-    @property
-    def containerd_config(self) -> Path:
-        return self.root / "containerd.toml"
-
-    @property
-    def containerd_socket(self) -> Path:
-        return self.root / "containerd.sock"
-
-    @property
-    def apiserver_socket(self) -> Path:
-        return self.root / "apiserver.sock"
-
-    @property
-    def registry_socket(self) -> Path:
-        return self.root / "registry.sock"
-
-    @property
-    def supervisor_config(self) -> Path:
-        return self.root / "supervisor.json"
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.containerd_config, self.containerd_socket, self.apiserver_socket, self.registry_socket, \
+            self.supervisor_config = (root / n for n in ("containerd.toml", "containerd.sock", "apiserver.sock",
+                                                         "registry.sock", "supervisor.json"))
 
 
 def containerd_config(layout: Layout, cni_dir: Path) -> str:
@@ -445,7 +428,7 @@ def supervisor_argv(layout: Layout, net: Network) -> list[str]:
     (``--kill-child``: if this wrapper dies, the namespace's first process, and so all of it, dies too)."""
     return ["nsenter", f"--net=/run/netns/{net.netns}", "--",
             "unshare", "--pid", "--mount", "--cgroup", "--propagation", "private", "--mount-proc", "--kill-child",
-            "--", sys.executable, "-m", "kiln.node", str(layout.supervisor_config)]
+            "--", sys.executable, "-m", "kiln_dev.node", str(layout.supervisor_config)]
 
 
 # --- inside the node: the first process of its pid namespace -----------------------------------------

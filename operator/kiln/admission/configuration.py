@@ -1,0 +1,120 @@
+"""The admission webhooks' configuration: which requests reach which handler, and what happens when
+the server cannot be reached. One source for `kiln run` (registered by URL) and the Helm chart
+(``deploy/generate.py`` writes it into ``charts/kiln/files/webhooks.json``, which the chart's template
+fills with the Service, certificate and namespace selector)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kiln.names import A_CHANGED_BY, A_REGISTERED_AT, A_REGISTERED_BY, GROUP, MANAGED_BY, VERSION
+
+Body = dict[str, Any]
+TIMEOUT_SECONDS = 5
+# handler id -> (resource plural, operations). The ids are the webhook paths: keep them stable.
+# The CRD's schema and CEL rules run before any validating webhook and check every create and every
+# Draft edit completely: a webhook call there would only add latency. So Workloads have no webhook,
+# and an Artifact's is called for what the CRD cannot judge or explain alone (ARTIFACT_MATCH).
+WEBHOOKS: dict[str, tuple[str, list[str]]] = {
+    "validate-artifact": ("artifacts", ["UPDATE", "DELETE"]),
+}
+MUTATING_WEBHOOKS: dict[str, tuple[str, list[str]]] = {
+    "record-registration": ("artifacts", ["CREATE", "UPDATE"]),
+}
+# Governed Deployments fail closed: no change to production goes unchecked or unaudited.
+GOVERNANCE_VALIDATING: dict[str, tuple[str, list[str]]] = {
+    "validate-deployment": ("deployments", ["CREATE", "UPDATE"]),
+}
+GOVERNANCE_MUTATING: dict[str, tuple[str, list[str]]] = {
+    "audit-deployment": ("deployments", ["CREATE", "UPDATE"]),
+}
+
+
+# Validation looks at spec only: updates that leave the spec alone (the operator's own annotation
+# and finalizer writes, label edits) never reach the webhooks, so they can never be blocked by them.
+SPEC_CHANGED = [{"name": "spec-changed",
+                 "expression": "request.operation != 'UPDATE' || object.spec != oldObject.spec"}]
+# An Artifact's deletion (is it in use by a Deployment?) and spec changes of a Registered one (the
+# second line behind CEL's locks, naming every locked field changed); Draft edits never call it.
+ARTIFACT_MATCH = [{"name": "deletion-or-registered-spec-change",
+                   "expression": "request.operation == 'DELETE' || (object.spec != oldObject.spec"
+                                 " && has(oldObject.spec.lifecycle) && oldObject.spec.lifecycle == 'Registered')"}]
+
+
+def _annotation(obj: str, key: str) -> str:
+    return (f"(has({obj}.metadata.annotations) && '{key}' in {obj}.metadata.annotations"
+            f" ? {obj}.metadata.annotations['{key}'] : '')")
+
+
+# The registration recorder is the one webhook that must run (failurePolicy: Fail): it alone knows
+# who registered an artifact. These conditions keep it to the requests that register an artifact or
+# touch its registration annotations, so everything else goes on while the operator is down.
+REGISTRATION_MATCH = [
+    {"name": "registers-or-touches-registration",
+     "expression": (
+         "(has(object.spec.lifecycle) && object.spec.lifecycle == 'Registered'"
+         " && (oldObject == null || !has(oldObject.spec.lifecycle) || oldObject.spec.lifecycle != 'Registered'))"
+         + "".join(f" || {_annotation('object', k)} != (oldObject == null ? '' : {_annotation('oldObject', k)})"
+                   for k in (A_REGISTERED_BY, A_REGISTERED_AT)))},
+]
+# Auditing a Deployment: spec changes, and any attempt to rewrite the audit record.
+AUDIT_MATCH = [
+    {"name": "spec-or-audit-record-changed",
+     "expression": (SPEC_CHANGED[0]["expression"] + f" || {_annotation('object', A_CHANGED_BY)}"
+                    f" != {_annotation('oldObject', A_CHANGED_BY)}")},
+]
+
+
+def _webhooks(hooks: dict[str, tuple[str, list[str]]], client_config: Body, **extra: Any) -> list[Body]:
+    out = []
+    for hid, (plural, ops) in hooks.items():
+        cc = dict(client_config)
+        if "url" in cc:
+            cc["url"] = cc["url"].rstrip("/") + f"/{hid}"
+        else:
+            cc["service"] = {**cc["service"], "path": f"/{hid}"}
+        out.append({
+            "name": f"{hid}.{GROUP}",
+            "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": [plural],
+                       "operations": ops, "scope": "Namespaced"}],
+            "clientConfig": cc,
+            "failurePolicy": "Ignore",
+            "matchPolicy": "Equivalent",
+            "sideEffects": "None",
+            "timeoutSeconds": TIMEOUT_SECONDS,
+            "admissionReviewVersions": ["v1"],
+            **extra,
+        })
+    return out
+
+
+def webhook_configurations(client_config: Body, name: str) -> tuple[Body, Body]:
+    """The Validating- and MutatingWebhookConfiguration, the same for `kiln run` and the Helm chart.
+
+    Validation uses ``failurePolicy: Ignore``: the CRD schemas and CEL rules keep the data safe while
+    the operator is down, so an unreachable operator never blocks users' edits. Recording who
+    registered an artifact uses ``Fail``, limited by ``matchConditions`` to the requests that need it.
+    """
+    meta = {"name": name, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}}
+    validating = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+                  "metadata": meta, "webhooks": _webhooks(WEBHOOKS, client_config, matchConditions=ARTIFACT_MATCH)
+                  + _webhooks(GOVERNANCE_VALIDATING, client_config, failurePolicy="Fail",
+                              matchConditions=SPEC_CHANGED)}
+    mutating = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                "metadata": meta, "webhooks": _webhooks(MUTATING_WEBHOOKS, client_config, failurePolicy="Fail",
+                                                        matchConditions=REGISTRATION_MATCH,
+                                                        reinvocationPolicy="Never")
+                + _webhooks(GOVERNANCE_MUTATING, client_config, failurePolicy="Fail", matchConditions=AUDIT_MATCH,
+                            reinvocationPolicy="Never")}
+    return validating, mutating
+
+
+def chart_webhooks() -> dict[str, list[Body]]:
+    """The webhooks as the Helm chart takes them (``charts/kiln/files/webhooks.json``): each with its
+    path instead of a clientConfig, which the chart's template makes (Service, CA, namespace selector)."""
+    validating, mutating = webhook_configurations({"service": {"name": "", "namespace": ""}}, "")
+    out: dict[str, list[Body]] = {}
+    for kind, cfg in (("validating", validating), ("mutating", mutating)):
+        out[kind] = [{**{k: v for k, v in hook.items() if k != "clientConfig"},
+                      "path": hook["clientConfig"]["service"]["path"]} for hook in cfg["webhooks"]]
+    return out

@@ -1,0 +1,226 @@
+"""Admission handlers: validation with messages that name the object and the field, and the mutations
+that record who registered an artifact or changed a Deployment.
+
+Handlers are plain functions of a :class:`Review`; :mod:`kiln.admission.server` serves them over TLS in
+a process of its own, so a review never waits behind the controllers. Which requests reach them is
+:mod:`kiln.admission.configuration`'s.
+
+The CRD schemas and CEL rules hold even while the operator is down; the webhooks add clear messages
+and cross-object checks. They look at ``spec`` only: the operator's own writes (finalizers,
+annotations, status) never meet a rule here (nolar/kopf#883).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pydantic
+
+from kiln.api.digest import locked_spec
+from kiln.api.models import (
+    Artifact,
+    ArtifactSpec,
+    DeploymentSpec,
+    KilnModel,
+    Lifecycle,
+    Workload,
+    problems,
+    register_command,
+)
+from kiln.controllers.conditions import now
+from kiln.names import A_CHANGED_BY, A_REGISTERED_AT, A_REGISTERED_BY, ARTIFACTS, DEPLOYMENTS, WORKLOADS
+from kiln.tree import changed_paths
+
+Body = dict[str, Any]
+M = TypeVar("M", bound=KilnModel)
+
+
+class Denied(Exception):
+    """An admission review's answer: not allowed, with a message naming the object and the field."""
+
+    def __init__(self, message: str, code: int = 422) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Review:
+    """What a handler sees of an AdmissionReview request."""
+
+    operation: str
+    name: str
+    namespace: str
+    obj: Body  # the new object, or the old one for DELETE
+    old: Body | None
+    username: str
+
+    @classmethod
+    def of(cls, request: Body) -> Review:
+        obj = request.get("object") or request.get("oldObject") or {}
+        return cls(operation=request["operation"], name=request.get("name") or obj["metadata"].get("name", ""),
+                   namespace=request.get("namespace") or "", obj=obj, old=request.get("oldObject"),
+                   username=str((request.get("userInfo") or {}).get("username") or "unknown"))
+
+    @property
+    def spec(self) -> Body:
+        return dict(self.obj.get("spec") or {})
+
+    @property
+    def old_spec(self) -> Body:
+        return dict((self.old or {}).get("spec") or {})
+
+    def annotations(self, old: bool = False) -> Body:
+        return dict((((self.old or {}) if old else self.obj).get("metadata") or {}).get("annotations") or {})
+
+    @property
+    def spec_changed(self) -> bool:
+        return self.operation == "CREATE" or self.old_spec != self.spec
+
+
+# A mutating handler returns the changes to make: {"annotations": {key: value or None}, "spec": {...}}.
+Changes = dict[str, dict[str, Any]]
+
+
+def parsed(model: type[M], spec: Body, kind: str, name: str) -> M:
+    """The spec as its model, or a denial naming every invalid field."""
+    try:
+        return model.model_validate(spec)
+    except pydantic.ValidationError as e:
+        raise Denied(f"{kind} {name}: {problems(e)}") from None
+
+
+def _kube() -> Any:
+    """The API client, imported on first use: most reviews need none, and the webhook server's
+    process stays small without it."""
+    from kiln import kube
+
+    return kube
+
+
+def _get(model: type[M], plural: str, namespace: str, name: str) -> M | None:
+    """An object of the review's namespace, parsed; None when it is missing or does not parse."""
+    body = _kube().get_kiln(plural, namespace, name)
+    try:
+        return None if body is None else model.model_validate(body)
+    except pydantic.ValidationError:
+        return None
+
+
+def validate_artifact(r: Review) -> None:
+    if r.operation == "DELETE":
+        users = sorted(d["metadata"]["name"] for d in _kube().list_kiln(DEPLOYMENTS, r.namespace)
+                       if ((d.get("spec") or {}).get("artifactRef") or {}).get("name") == r.name)
+        if users:
+            raise Denied(f"Artifact {r.name} is in use by Deployment {', '.join(users)} (deployments.kiln.dev): "
+                         f"switch or delete {'it' if len(users) == 1 else 'them'} first", code=409)
+        return
+    spec = parsed(ArtifactSpec, r.spec, "Artifact", r.name)
+    if r.operation != "UPDATE":
+        return
+    try:
+        old = ArtifactSpec.model_validate(r.old_spec)
+    except pydantic.ValidationError:
+        return  # nothing locked to compare with
+    if not old.registered:
+        return
+    if not spec.registered:
+        raise Denied(f"Artifact {r.name} is {Lifecycle.REGISTERED}: spec.lifecycle cannot return to "
+                     f"{Lifecycle.DRAFT}; create a new Artifact to iterate on")
+    changed = changed_paths(locked_spec(old), locked_spec(spec))
+    if changed:
+        raise Denied(f"Artifact {r.name} is {Lifecycle.REGISTERED} and its spec is locked: {', '.join(changed)} "
+                     "changed (only spec.displayName and spec.description may change; create a new Artifact "
+                     "instead)")
+
+
+def record_registration(r: Review) -> Changes:
+    """Record who registered an artifact, and when, from the admission request: never from input.
+    (Mutating webhooks run before the schema's validation: the spec is read as it comes.)"""
+    registering = (r.spec.get("lifecycle") == Lifecycle.REGISTERED
+                   and r.old_spec.get("lifecycle") != Lifecycle.REGISTERED)
+    before = r.annotations(old=True)
+    recorded = {A_REGISTERED_BY: r.username, A_REGISTERED_AT: now()} if registering \
+        else {k: before.get(k) for k in (A_REGISTERED_BY, A_REGISTERED_AT)}
+    current = r.annotations()
+    return {"annotations": {k: v for k, v in recorded.items() if current.get(k) != v}}
+
+
+def audit_deployment(r: Review) -> Changes:
+    """Fill artifactRef from workloadRef, and record who made each change of the spec."""
+    # Metadata-only updates (and the operator's own) keep the record as it was.
+    actor = r.username if r.spec_changed else r.annotations(old=True).get(A_CHANGED_BY)
+    changes: Changes = {"annotations": {A_CHANGED_BY: actor} if r.annotations().get(A_CHANGED_BY) != actor
+                        else {}}
+    wl_name = (r.spec.get("workloadRef") or {}).get("name")
+    if not (r.spec.get("artifactRef") or {}).get("name") and wl_name:
+        wl = _get(Workload, WORKLOADS, r.namespace, wl_name)
+        if wl is None:
+            raise Denied(f"spec.workloadRef: Workload {wl_name} not found in namespace {r.namespace}")
+        changes["spec"] = {"artifactRef": {"name": wl.artifact_name}}
+    return changes
+
+
+def validate_deployment(r: Review) -> None:
+    if not r.spec_changed:
+        return  # metadata, finalizers: never block the operator's own writes
+    spec = parsed(DeploymentSpec, r.spec, "Deployment", r.name)
+    if spec.artifact_ref is None:
+        raise Denied(f"Deployment {r.name}: spec.artifactRef is required (or a spec.workloadRef to take it from)")
+    art_name = spec.artifact_ref.name
+    artifact = _get(Artifact, ARTIFACTS, r.namespace, art_name)
+    if artifact is None:
+        raise Denied(f"Deployment {r.name}: spec.artifactRef: Artifact {art_name} not found "
+                     f"in namespace {r.namespace}")
+    if not artifact.spec.registered:
+        raise Denied(f"Deployment {r.name}: Artifact {art_name} is {Lifecycle.DRAFT}; register it first: "
+                     + register_command(art_name))
+
+
+# The webhook paths: each request is answered in its connection's thread of the webhook server.
+HANDLERS: dict[str, Callable[[Review], Changes | None]] = {
+    "validate-artifact": validate_artifact,
+    "record-registration": record_registration,
+    "audit-deployment": audit_deployment,
+    "validate-deployment": validate_deployment,
+}
+
+
+def json_patch(obj: Body, changes: Changes) -> list[Body]:
+    """RFC 6902 operations that apply a handler's changes to the object under review."""
+    ops: list[Body] = []
+    annotations = (obj.get("metadata") or {}).get("annotations")
+    wanted = dict(changes.get("annotations", {}))
+    if wanted:
+        if annotations is None:
+            ops.append({"op": "add", "path": "/metadata/annotations",
+                        "value": {k: v for k, v in wanted.items() if v is not None}})
+        else:
+            for k, v in wanted.items():
+                path = "/metadata/annotations/" + k.replace("~", "~0").replace("/", "~1")
+                if v is None:
+                    if k in annotations:
+                        ops.append({"op": "remove", "path": path})
+                else:
+                    ops.append({"op": "add", "path": path, "value": v})
+    for k, v in changes.get("spec", {}).items():
+        ops.append({"op": "add", "path": f"/spec/{k}", "value": v})
+    return ops
+
+
+def answer(hook: str, request: Body) -> Body:
+    """The AdmissionReview response to one request (blocking: some handlers read from the API server)."""
+    response: Body = {"uid": request.get("uid", ""), "allowed": True}
+    try:
+        r = Review.of(request)
+        changes = HANDLERS[hook](r)
+    except Denied as e:
+        return {**response, "allowed": False, "status": {"code": e.code, "message": str(e)}}
+    ops = json_patch(r.obj, changes) if changes else []
+    if ops:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(ops).encode()).decode()
+    return response

@@ -1,0 +1,103 @@
+"""The admission webhook server as the operator runs it: a process of its own (:mod:`kiln.admission.server`)
+started next to kopf, and, for `kiln run` outside a cluster, its webhook configurations registered by URL."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from kiln import kube
+from kiln.admission.configuration import webhook_configurations
+from kiln.names import WEBHOOK_CONFIG_NAME
+
+HOST = "127.0.0.1"
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def listening(port: int, host: str = HOST) -> bool:
+    """Whether something accepts connections on host:port."""
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) == 0
+
+
+@dataclass
+class Webhooks:
+    """Where and how the admission webhooks are served.
+
+    Development (``kiln run``): on 127.0.0.1 with a certificate made at start-up, registered with the
+    API server by URL. In a cluster (``--webhook-cert-dir``, the Helm chart): on all interfaces of the
+    pod with the mounted certificate; the chart owns the webhook configurations."""
+
+    port: int
+    certdir: Path
+    addr: str = HOST
+    register: bool = True
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self, timeout: float = 30) -> None:
+        """Start the webhook server's process and return once it accepts connections."""
+        self.process = subprocess.Popen([
+            sys.executable, "-m", "kiln.admission.server", f"--addr={self.addr}", f"--port={self.port}",
+            f"--cert={self.certdir / 'tls.crt'}", f"--key={self.certdir / 'tls.key'}"])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the webhook server exited with code {self.process.returncode}")
+            if listening(self.port):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"the webhook server did not listen on port {self.port} within {timeout:.0f}s")
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def register_configurations(self, logger: Logger) -> None:
+        """Create (or replace, left by an operator that did not stop cleanly) both configurations."""
+        ca = base64.b64encode((self.certdir / "ca.crt").read_bytes()).decode()
+        validating, mutating = webhook_configurations({"url": f"https://{HOST}:{self.port}", "caBundle": ca},
+                                                      WEBHOOK_CONFIG_NAME)
+        api = kube.admission_api()
+        for body, create, read, replace in (
+                (validating, api.create_validating_webhook_configuration, api.read_validating_webhook_configuration,
+                 api.replace_validating_webhook_configuration),
+                (mutating, api.create_mutating_webhook_configuration, api.read_mutating_webhook_configuration,
+                 api.replace_mutating_webhook_configuration)):
+            try:
+                create(body)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                version = read(WEBHOOK_CONFIG_NAME).metadata.resource_version  # a replace needs it
+                replace(WEBHOOK_CONFIG_NAME, {**body, "metadata": {**body["metadata"], "resourceVersion": version}})
+        logger.info(f"registered validating/mutatingwebhookconfiguration {WEBHOOK_CONFIG_NAME}")
+
+    def unregister_configurations(self, logger: Logger) -> None:
+        api = kube.admission_api()
+        kube.ignore(404)(api.delete_validating_webhook_configuration)(WEBHOOK_CONFIG_NAME)
+        kube.ignore(404)(api.delete_mutating_webhook_configuration)(WEBHOOK_CONFIG_NAME)
+        logger.info(f"removed validating/mutatingwebhookconfiguration {WEBHOOK_CONFIG_NAME}")

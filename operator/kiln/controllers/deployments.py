@@ -1,0 +1,264 @@
+"""Governed Deployment controller (deployments.kiln.dev): a Registered Artifact, pinned by digest, run as
+an apps/v1 Deployment plus a Service (and an optional PodDisruptionBudget), with an audit trail.
+
+:func:`plan` decides (pure): whether the change may roll out, the audit entries, the desired children;
+:func:`reconcile` converges the children and writes the status, :func:`rollout_status` reading the
+apps/v1 Deployment's progress.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+import pydantic
+from kubernetes.client.exceptions import ApiException
+
+from kiln import kube, tree
+from kiln.api.digest import spec_digest
+from kiln.api.models import (
+    MAX_HISTORY,
+    Artifact,
+    Condition,
+    ConditionType,
+    Deployment,
+    DeploymentArtifactStatus,
+    DeploymentStatus,
+    HistoryAction,
+    HistoryEntry,
+    Lifecycle,
+    ObjectMeta,
+    Workload,
+    problems,
+    register_command,
+    status_of,
+)
+from kiln.controllers import builders as b
+from kiln.controllers import runtime
+from kiln.controllers.conditions import condition, get, merge, now
+from kiln.names import A_CHANGED_BY, A_DESIRED, ARTIFACTS, DEPLOYMENTS, GROUP, L_DEPLOYMENT, VERSION, WORKLOADS
+
+Body = dict[str, Any]
+READY, AVAILABLE, PROGRESSING = ConditionType.READY, ConditionType.AVAILABLE, ConditionType.PROGRESSING
+
+
+@dataclass
+class Plan:
+    """A rollout (``blocked`` is None) or the reason it may not happen (then nothing is touched)."""
+
+    blocked: tuple[str, str] | None = None  # (reason, message)
+    artifact: str = ""
+    digest: str = ""
+    replicas: int = 0
+    history: list[HistoryEntry] = field(default_factory=list)  # the whole trail, new entries last
+    new_entries: list[HistoryEntry] = field(default_factory=list)
+    apps: Body = field(default_factory=dict)  # the apps/v1 Deployment
+    service: Body | None = None
+    pdb: Body | None = None
+
+
+def history_entries(dep: Deployment, art_name: str, digest: str, replicas: int, at: str) -> list[HistoryEntry]:
+    """What changed since the last audited state: creation, an artifact switch, a scale (pure)."""
+    history = dep.status.history or []
+    actor = dep.metadata.annotations.get(A_CHANGED_BY) or "unknown"
+
+    def entry(action: HistoryAction, message: str) -> HistoryEntry:
+        return HistoryEntry(time=at, actor=actor, artifact=art_name, digest=digest, replicas=replicas,
+                            action=action, message=message)
+
+    if not history:
+        return [entry(HistoryAction.CREATED,
+                      f"created with Artifact {art_name} ({digest[:19]}), {replicas} replica(s)")]
+    last = history[-1]
+    out = []
+    if last.artifact != art_name or last.digest != digest:
+        out.append(entry(HistoryAction.ARTIFACT_SWITCHED, f"Artifact {last.artifact} -> {art_name} ({digest[:19]})"))
+    if last.replicas != replicas:
+        out.append(entry(HistoryAction.SCALED, f"replicas {last.replicas} -> {replicas}"))
+    return out
+
+
+def plan(dep: Deployment, art_name: str | None, artifact: Artifact | None, at: str) -> Plan:
+    """The decision table of a governed Deployment (pure). ``art_name``: the Artifact its spec names
+    (None: its workloadRef names a Workload that does not exist); ``artifact``: that Artifact, if it exists."""
+    meta, spec = dep.metadata, dep.spec
+    if art_name is None:
+        return Plan(("WorkloadNotFound", f"Workload {spec.workload_ref.name if spec.workload_ref else ''} not found"))
+    if artifact is None:
+        return Plan(("ArtifactNotFound", f"Artifact {art_name} not found in namespace {meta.namespace}"))
+    if not artifact.spec.registered:
+        return Plan(("ArtifactNotRegistered",
+                     f"Artifact {art_name} is {Lifecycle.DRAFT}: register it first ({register_command(art_name)})"))
+    digest = spec_digest(artifact.spec)
+    pinned = dep.status.artifact
+    if pinned is not None and pinned.name == art_name and pinned.spec_digest not in (None, digest):
+        return Plan(("DigestMismatch", f"Artifact {art_name} now hashes to {digest[:19]}, "
+                                       f"not the pinned {(pinned.spec_digest or '')[:19]}: refusing to roll out"))
+    new_entries = history_entries(dep, art_name, digest, spec.replicas, at)
+    containers = artifact.spec.containers
+    pdb = spec.pod_disruption_budget
+    return Plan(
+        artifact=art_name, digest=digest, replicas=spec.replicas, new_entries=new_entries,
+        history=((dep.status.history or []) + new_entries)[-MAX_HISTORY:],
+        apps=b.apps_deployment(meta.name, art_name, containers, digest, spec.replicas, spec.importance.value),
+        service=b.service(meta.name, art_name, "deployment", b.deployment_selector(meta.name), containers),
+        pdb=b.pod_disruption_budget(meta.name, art_name, pdb.min_available) if pdb else None)
+
+
+def blocked_status(dep: Deployment, reason: str, msg: str, at: str) -> DeploymentStatus:
+    """A problem reported, what runs kept as it was: production keeps its last good state (pure)."""
+    old, gen = dep.status, dep.metadata.generation
+    return DeploymentStatus(
+        observed_generation=gen, artifact=old.artifact, replicas=old.replicas, ready_replicas=old.ready_replicas,
+        history=old.history, conditions=merge(old.conditions, [
+            condition(READY, False, reason, msg, gen), condition(PROGRESSING, False, reason, msg, gen),
+            get(old.conditions, AVAILABLE) or condition(AVAILABLE, False, reason, msg, gen)], at))
+
+
+def rollout_conditions(apps: Body | None, replicas: int, gen: int | None) -> tuple[list[Condition], int]:
+    """Ready / Progressing / Available from the apps/v1 Deployment's status, kstatus-style (pure)."""
+    st = (apps or {}).get("status") or {}
+    ready = int(st.get("readyReplicas") or 0)
+    if apps is None:
+        msg = "creating the apps/v1 Deployment"
+        return [condition(READY, False, "Creating", msg, gen), condition(PROGRESSING, True, "Creating", msg, gen),
+                condition(AVAILABLE, False, "Creating", msg, gen)], 0
+    observed = st.get("observedGeneration") == apps["metadata"].get("generation")
+    updated = int(st.get("updatedReplicas") or 0)
+    available = int(st.get("availableReplicas") or 0)
+    total = int(st.get("replicas") or 0)
+    apps_conds = {c["type"]: c for c in st.get("conditions") or []}
+    stalled = (apps_conds.get("Progressing") or {}).get("reason") == "ProgressDeadlineExceeded"
+    done = observed and updated == replicas and ready == replicas and available == replicas and total == replicas
+    msg = f"{ready}/{replicas} ready, {updated} updated, {available} available"
+    reason = "RolloutComplete" if done else ("ProgressDeadlineExceeded" if stalled else "RollingOut")
+    avail = apps_conds.get("Available") or {}
+    return [
+        condition(READY, done, reason, msg, gen),
+        condition(PROGRESSING, not done and not stalled, reason, msg, gen),
+        condition(AVAILABLE, avail.get("status") == "True" or (replicas == 0 and observed),
+                  str(avail.get("reason") or "NoPods"), str(avail.get("message") or msg), gen),
+    ], ready
+
+
+def rollout_status(dep: Deployment, todo: Plan, apps: Body | None, at: str) -> DeploymentStatus:
+    conditions, ready = rollout_conditions(apps, todo.replicas, dep.metadata.generation)
+    return DeploymentStatus(
+        observed_generation=dep.metadata.generation, replicas=todo.replicas, ready_replicas=ready,
+        artifact=DeploymentArtifactStatus(name=todo.artifact, spec_digest=todo.digest), history=todo.history,
+        conditions=merge(dep.status.conditions, conditions, at))
+
+
+# --- applying a plan ---------------------------------------------------------------------------------
+
+
+def reconcile(namespace: str, name: str, logger: kopf.Logger) -> None:
+    with kube.locked("deployment", namespace, name):
+        raw = kube.get_kiln(DEPLOYMENTS, namespace, name)
+        if raw is None or raw["metadata"].get("deletionTimestamp"):
+            return
+        at = now()
+        try:
+            dep = Deployment.model_validate(raw)
+        except pydantic.ValidationError as e:  # admitted by an older schema, say: reported, nothing touched
+            meta = ObjectMeta.model_validate(raw["metadata"])
+            old = status_of(DeploymentStatus, raw)
+            kube.write_status(DEPLOYMENTS, meta, old, old.model_copy(update={"conditions": merge(old.conditions, [
+                condition(READY, False, "InvalidSpec", problems(e), meta.generation)], at)}))
+            return
+        todo = plan(dep, *_artifact_of(dep), at)
+        if todo.blocked is None:
+            try:
+                apps = _converge(raw, dep, todo, logger)
+            except kube.ChildConflict as e:
+                todo.blocked = ("NameConflict", str(e))
+        if todo.blocked is not None:
+            runtime.event(raw, *todo.blocked, warning=True)
+            kube.write_status(DEPLOYMENTS, dep.metadata, dep.status, blocked_status(dep, *todo.blocked, at))
+            return
+        for entry in todo.new_entries:
+            runtime.event(raw, entry.action, f"{entry.message} by {entry.actor}")
+        kube.write_status(DEPLOYMENTS, dep.metadata, dep.status, rollout_status(dep, todo, apps, at))
+
+
+def _artifact_of(dep: Deployment) -> tuple[str | None, Artifact | None]:
+    """The Artifact a Deployment names, and the Artifact itself (None when either is missing)."""
+    ns = dep.metadata.namespace
+    if dep.spec.artifact_ref is not None:
+        art_name = dep.spec.artifact_ref.name
+    else:  # workloadRef alone, admitted while the webhook was unavailable
+        wl = kube.get_kiln(WORKLOADS, ns, dep.spec.workload_ref.name if dep.spec.workload_ref else "")
+        if wl is None:
+            return None, None
+        art_name = Workload.model_validate(wl).artifact_name
+    body = kube.get_kiln(ARTIFACTS, ns, art_name)
+    try:
+        return art_name, None if body is None else Artifact.model_validate(body)
+    except pydantic.ValidationError:
+        return art_name, None
+
+
+def _apps_children() -> kube.Children:
+    def update(name: str, ns: str, desired: Body, live: Body) -> Any:
+        """A replace (with the live object's resourceVersion): keys added by hand go too."""
+        live["spec"] = desired["spec"]
+        for key in ("labels", "annotations"):
+            live["metadata"][key] = {**(live["metadata"].get(key) or {}), **desired["metadata"][key]}
+        return kube.apps().replace_namespaced_deployment(name, ns, live)
+
+    api = kube.apps()
+    return kube.Children("apps/v1 Deployment", api.read_namespaced_deployment, api.create_namespaced_deployment,
+                         update, api.delete_namespaced_deployment)
+
+
+def _converge(raw: Body, dep: Deployment, todo: Plan, logger: kopf.Logger) -> Body | None:
+    """The children onto the plan; returns the apps/v1 Deployment as it is now. The desired state's hash
+    is kept in an annotation of the apps/v1 Deployment: a live one that differs from a desired state it
+    already carries was edited by hand (the edit is reverted, with an Event)."""
+    meta, name = dep.metadata, dep.metadata.name
+    owner = b.owner_reference(meta, "Deployment")
+    for child in (todo.apps, todo.service, todo.pdb):
+        if child is not None:
+            child["metadata"]["ownerReferences"] = [owner]
+    want = b.spec_hash(todo.apps["spec"])
+    todo.apps["metadata"]["annotations"][A_DESIRED] = want
+    apps_children = _apps_children()
+    live = kube.read(apps_children, name, meta.namespace)
+    if live is not None:
+        had = (live["metadata"].get("annotations") or {}).get(A_DESIRED)
+        edited = tree.drift(todo.apps["spec"], live["spec"])
+        if had == want and edited and kube.owned_by(live, meta.uid):
+            runtime.event(raw, "DriftReverted", f"reverted a hand edit of apps/v1 Deployment {name}: "
+                          f"{', '.join(edited[:5])}", warning=True)
+            logger.warning(f"reverted drift of apps/v1 Deployment {name}: {edited}")
+    apps = kube.ensure_child(apps_children, meta, "Deployment", name, todo.apps, live, differs=lambda d, lv: (
+        (lv["metadata"].get("annotations") or {}).get(A_DESIRED) != want or bool(tree.drift(d["spec"], lv["spec"]))))
+    core, policy = kube.core(), kube.policy()
+    kube.ensure_child(kube.Children.patched("Service", core, "service"), meta, "Deployment", name, todo.service)
+    kube.ensure_child(kube.Children.patched("PodDisruptionBudget", policy, "pod_disruption_budget"), meta,
+                      "Deployment", name, todo.pdb)
+    return apps
+
+
+# --- triggers ----------------------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, DEPLOYMENTS)
+@kopf.on.create(GROUP, VERSION, DEPLOYMENTS)
+@kopf.on.update(GROUP, VERSION, DEPLOYMENTS)
+def deployment_changed(namespace: str | None, name: str, logger: kopf.Logger, **_: Any) -> None:
+    reconcile(str(namespace), name, logger)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={L_DEPLOYMENT: kopf.PRESENT})
+def apps_deployment_event(namespace: str | None, labels: Mapping[str, str], type: str | None,
+                          logger: kopf.Logger, **_: Any) -> None:
+    """Rollout progress updates the conditions; a hand edit is reverted."""
+    if type is None:
+        return
+    try:
+        reconcile(str(namespace), labels[L_DEPLOYMENT], logger)
+    except ApiException as e:
+        logger.warning(f"reconciling Deployment {labels[L_DEPLOYMENT]} failed: {e.reason}")

@@ -1,0 +1,123 @@
+"""The Workload's decision table (kiln.controllers.workloads.plan): every state it can report, and
+what it does to its pods, Service and Events in each. The integration tests prove the applying."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kiln.api.models import ConditionType, Workload, WorkloadPhase
+from kiln.controllers import builders as b
+from kiln.controllers.cache import ArtifactView, PodView, artifact_view
+from kiln.controllers.workloads import Plan, plan
+
+PORTS = [{"name": "http", "containerPort": 80}]
+ART = artifact_view({"containers": [{"name": "app", "image": "i:1", "ports": PORTS}]})
+ART2 = artifact_view({"containers": [{"name": "app", "image": "i:2", "ports": PORTS}]})
+REV = b.revision(ART.digest, None)
+
+
+def workload(replicas: int = 2, state: str = "Running", status: dict[str, Any] | None = None,
+             restarted_at: str | None = None) -> Workload:
+    return Workload.model_validate({
+        "metadata": {"name": "w", "namespace": "ns", "uid": "u1", "generation": 3,
+                     "annotations": {"kiln.dev/restartedAt": restarted_at} if restarted_at else {}},
+        "spec": {"artifactRef": {"name": "art"}, "replicas": replicas, "state": state},
+        "status": {"observedGeneration": 2, **(status or {})}})
+
+
+def pod(i: int, rev: str = REV, ready: bool = True, phase: str = "Running", deleting: bool = False,
+        broken: str | None = None, digest: ArtifactView = ART) -> PodView:
+    return PodView(b.workload_pod_name("w", rev, i), rev, b.digest_label(digest.digest), ready, phase, deleting,
+                   broken)
+
+
+def ready(p: Plan) -> tuple[str, str]:
+    c = next(c for c in p.status.conditions or [] if c.type == ConditionType.READY)
+    return c.status.value, c.reason or ""
+
+
+def names(bodies: list[dict[str, Any]]) -> list[str]:
+    return [x["metadata"]["name"] for x in bodies]
+
+
+# (case, workload, artifact, pods) -> (state, Ready, pods created, deleted, deleted at once, events)
+CASES = [
+    ("artifact missing: nothing runs", workload(), None, [pod(0)],
+     (WorkloadPhase.PENDING, ("False", "ArtifactNotFound"), [], [pod(0).name], [], [])),
+    ("first visit: creates every pod", workload(status={"observedGeneration": 0}), ART, [],
+     (WorkloadPhase.STARTING, ("False", "PodsNotReady"), [pod(0).name, pod(1).name], [], [], ["Created"])),
+    ("pods created, none ready", workload(), ART, [pod(0, ready=False), pod(1, ready=False, phase="Pending")],
+     (WorkloadPhase.STARTING, ("False", "PodsNotReady"), [], [], [], [])),
+    ("all ready: Running", workload(), ART, [pod(0), pod(1)],
+     (WorkloadPhase.RUNNING, ("True", "PodsReady"), [], [], [], [])),
+    ("a pod that will not start: Failed", workload(), ART,
+     [pod(0), pod(1, ready=False, broken="container app: ImagePullBackOff (nope)")],
+     (WorkloadPhase.FAILED, ("False", "PodsFailing"), [], [], [], [])),
+    ("a failed pod is replaced", workload(), ART, [pod(0), pod(1, ready=False, phase="Failed")],
+     (WorkloadPhase.STARTING, ("False", "PodsNotReady"), [pod(1).name], [], [pod(1).name], ["PodReplaced"])),
+    ("the draft changed: restart onto it", workload(), ART2, [pod(0), pod(1)],
+     (WorkloadPhase.STARTING, ("False", "PodsNotReady"),
+      [pod(0, b.revision(ART2.digest, None)).name, pod(1, b.revision(ART2.digest, None)).name],
+      [pod(0).name, pod(1).name], [], ["Restarted"])),
+    ("a restart asked for: new pods", workload(restarted_at="t9"), ART, [pod(0), pod(1)],
+     (WorkloadPhase.STARTING, ("False", "PodsNotReady"),
+      [pod(0, b.revision(ART.digest, "t9")).name, pod(1, b.revision(ART.digest, "t9")).name],
+      [pod(0).name, pod(1).name], [], ["Restarted"])),
+    ("scaled down: the extra pod goes", workload(replicas=1), ART, [pod(0), pod(1)],
+     (WorkloadPhase.RUNNING, ("True", "PodsReady"), [], [pod(1).name], [], [])),
+    ("stopping: pods go", workload(state="Stopped", status={"state": "Running"}), ART, [pod(0), pod(1)],
+     (WorkloadPhase.STOPPED, ("False", "Stopping"), [], [pod(0).name, pod(1).name], [], ["Stopped"])),
+    ("stopping: the last pods leaving", workload(state="Stopped", status={"state": "Stopped"}), ART,
+     [pod(0, deleting=True)], (WorkloadPhase.STOPPED, ("False", "Stopping"), [], [], [], [])),
+    ("stopped", workload(state="Stopped", status={"state": "Stopped"}), ART, [],
+     (WorkloadPhase.STOPPED, ("True", "Stopped"), [], [], [], [])),
+    ("started again", workload(status={"state": "Stopped"}), ART, [],
+     (WorkloadPhase.STARTING, ("False", "PodsNotReady"), [pod(0).name, pod(1).name], [], [], ["Started"])),
+    ("zero replicas", workload(replicas=0), ART, [],
+     (WorkloadPhase.RUNNING, ("True", "PodsReady"), [], [], [], [])),
+]
+
+
+@pytest.mark.parametrize(("workload_", "artifact", "pods", "expected"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_decision_table(workload_: Workload, artifact: ArtifactView | None, pods: list[PodView],
+                        expected: tuple[Any, ...]) -> None:
+    state, ready_, created, deleted, deleted_now, events = expected
+    p = plan(workload_, artifact, pods, at="t")
+    assert (p.status.state, ready(p)) == (state, ready_)
+    assert (names(p.create), p.delete, p.delete_now) == (created, deleted, deleted_now)
+    assert [e.reason for e in p.events] == events
+    assert p.status.observed_generation == 3
+
+
+def test_status_reports_the_artifact_and_counts() -> None:
+    p = plan(workload(), ART, [pod(0), pod(1, ready=False)], at="t")
+    st = p.status
+    assert (st.replicas, st.ready_replicas) == (2, 1)
+    assert st.artifact is not None and (st.artifact.name, st.artifact.spec_digest) == ("art", ART.digest)
+    conditions = {c.type: (c.status.value, c.reason) for c in st.conditions or []}
+    assert conditions[ConditionType.AVAILABLE] == ("False", "MinimumReplicasAvailable")
+    assert conditions[ConditionType.PROGRESSING] == ("True", "Converging")
+
+
+def test_pods_are_owned_and_the_service_follows_the_ports() -> None:
+    p = plan(workload(status={"observedGeneration": 0}), ART, [], at="t")
+    assert all(x["metadata"]["ownerReferences"][0]["uid"] == "u1" for x in p.create)
+    assert p.converge_service and p.service is not None and p.service["metadata"]["name"] == "w-dev"
+    assert p.service["spec"]["ports"][0]["port"] == 80
+    stopped = plan(workload(state="Stopped"), ART, [], at="t")
+    assert stopped.converge_service and stopped.service is None, "a stopped Workload has no Service"
+
+
+def test_an_invalid_artifact_keeps_what_runs() -> None:
+    bad = artifact_view({"containers": [{"name": "Bad!", "image": "i"}]})
+    p = plan(workload(status={"state": "Running", "replicas": 2}), bad, [pod(0), pod(1)], at="t")
+    assert (p.create, p.delete, p.converge_service) == ([], [], False)
+    assert ready(p) == ("False", "InvalidArtifact") and p.status.state == WorkloadPhase.RUNNING
+
+
+def test_a_child_that_could_not_be_converged_is_the_status() -> None:
+    p = plan(workload(), ART, [pod(0), pod(1)], at="t", problem=("NameConflict", "Service w-dev is not ours"))
+    assert ready(p) == ("False", "NameConflict")
