@@ -39,6 +39,7 @@ FOOTPRINT = [200, 500] if QUICK else [1000, 5000]
 EDITS = 20
 REPEAT = 1 if QUICK else 3  # throughput runs at the largest N (this machine's figures vary run to run)
 SHARED = 20 if QUICK else 100
+PARSES = 5  # an upper bound of a Workload's reconciles (and of its pod's events) from creation to Running
 # Phases to run (all by default), e.g. BENCH_ONLY=throughput,footprint while tuning one of them.
 PHASES = ("throughput", "restart", "admission", "footprint", "requests")
 ONLY = [x for x in os.environ.get("BENCH_ONLY", ",".join(PHASES)).split(",") if x]
@@ -61,6 +62,7 @@ class Bench:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.operator: subprocess.Popen[bytes] | None = None
+        self.samples: tuple[dict[str, Any], bytes] = ({}, b"")  # a Workload and its pods, from a throughput run
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -134,20 +136,54 @@ class Bench:
         self.delete_namespace(ns)
         return took
 
-    def kiln(self, n: int, ports: bool = False) -> float:
+    def kiln(self, n: int, ports: bool = False) -> tuple[float, float]:
         """N Workloads of one shared Artifact until all their pods are Ready. Without ports (the same
-        pods as the direct baseline); with ports each Workload also gets its Service."""
+        pods as the direct baseline); with ports each Workload also gets its Service. Returns the time
+        and the operator's CPU seconds per Workload (until its last status write)."""
         ns = self.namespace()
         self.custom.create_namespaced_custom_object(G, V, ns, "artifacts",
                                                     artifact("app", "registry.example/app:1", ports=ports))
+        _, cpu0 = self.operator_usage()
         t0 = time.monotonic()
         self.parallel(lambda i: self.custom.create_namespaced_custom_object(G, V, ns, "workloads", {
             "apiVersion": f"{G}/{V}", "kind": "Workload", "metadata": {"name": f"w-{i}"},
             "spec": {"artifactRef": {"name": "app"}}}), n)
         wait(lambda: len(self.ready_pods(ns)) == n, 600, f"{n} Kiln pods Ready", interval=0.1)
         took = time.monotonic() - t0
+        self.settle_cpu()
+        _, cpu1 = self.operator_usage()
+        if not ports:
+            self.samples = (self.custom.get_namespaced_custom_object(G, V, ns, "workloads", "w-0"),
+                            self.core.list_namespaced_pod(ns, label_selector="kiln.dev/workload=w-0",
+                                                          _preload_content=False).data)
         self.delete_namespace(ns)
-        return took
+        return took, (cpu1 - cpu0) / n
+
+    def parsing(self, cpu_per_workload: float, rounds: int = 2000) -> dict[str, float]:
+        """What typing at the boundary costs: a Workload's body parsed into its model, a pod's view, an
+        Artifact parsed and hashed, timed here on bodies the operator received in the throughput run,
+        against the operator's CPU per Workload in that run."""
+        from kiln.api.models import Workload
+        from kiln.controllers.cache import artifact_view, pod_view
+
+        body, pods = self.samples
+        pod = json.loads(pods)["items"][0]
+        spec = artifact("app", "registry.example/app:1")["spec"]
+
+        def per_call(fn: Callable[[], Any]) -> float:
+            t0 = time.perf_counter()
+            for _ in range(rounds):
+                fn()
+            return (time.perf_counter() - t0) / rounds
+
+        workload_s = per_call(lambda: Workload.model_validate(body))
+        pod_s = per_call(lambda: pod_view(pod))
+        artifact_s = per_call(lambda: artifact_view(spec))
+        # From creation to Running a Workload is parsed once per reconcile and each of its pod's events
+        # once: at most PARSES of each (its create, its pod's scheduling, start, readiness, status echoes).
+        share = PARSES * (workload_s + pod_s) / cpu_per_workload
+        return {"workload_us": workload_s * 1e6, "pod_view_us": pod_s * 1e6, "artifact_us": artifact_s * 1e6,
+                "operator_cpu_ms_per_workload": cpu_per_workload * 1e3, "share_upper_bound": share}
 
     def floor(self, n: int) -> float:
         """The least API work N Workloads can cost, with the operator stopped: the client creates each
@@ -563,13 +599,15 @@ def main() -> int:
             results["throughput"] = []
             for n in SIZES:
                 runs: list[tuple[float, float, float]] = []
+                cpus: list[float] = []
                 for r in range(REPEAT if n == SIZES[-1] else 1):  # the headline size: the median of runs
                     log(f"throughput: {n} pods created directly (run {r + 1})")
                     d = bench.direct(n)
                     log(f"throughput: {n} workloads through Kiln")
-                    k = bench.kiln(n)
+                    k, cpu = bench.kiln(n)
+                    cpus.append(cpu)
                     log(f"throughput: {n} workloads with ports (a Service each) through Kiln")
-                    runs.append((d, k, bench.kiln(n, ports=True)))
+                    runs.append((d, k, bench.kiln(n, ports=True)[0]))
                 results["throughput"].append({
                     "n": n, "runs": len(runs), "direct_runs_s": [round(d, 2) for d, _, _ in runs],
                     "direct_s": statistics.median(d for d, _, _ in runs),
@@ -578,7 +616,9 @@ def main() -> int:
                     # Each run's Kiln time against the direct time measured just before it.
                     "ratio": statistics.median(k / d for d, k, _ in runs),
                     "ratio_with_services": statistics.median(ks / d for d, _, ks in runs),
-                    "ratios": [round(k / d, 2) for d, k, _ in runs]})
+                    "ratios": [round(k / d, 2) for d, k, _ in runs],
+                    "operator_cpu_ms_per_workload": 1e3 * statistics.median(cpus)})
+            results["parsing"] = bench.parsing(results["throughput"][-1]["operator_cpu_ms_per_workload"] / 1e3)
             # The floor: no operator at all, the client doing a perfect operator's API calls.
             bench.stop_operator()
             for t in results["throughput"]:
@@ -662,10 +702,18 @@ def report(r: dict[str, Any]) -> str:
                          f"ratio Kiln/direct {t['ratio']:.2f}   (with a Service each: "
                          f"{t['kiln_with_services_s']:6.2f} s, ratio {t['ratio_with_services']:.2f})"
                          + (f"   median of {t['runs']} runs, ratios {t['ratios']}" if t["runs"] > 1 else ""))
+            lines.append(f"          operator CPU per Workload, created -> Running: "
+                         f"{t['operator_cpu_ms_per_workload']:.1f} ms")
             if "floor_s" in t:
                 lines.append(f"          floor (no operator; the client makes each Workload's pod, Event and status): "
                              f"{t['floor_s']:.2f} s, ratio floor/direct {t['floor_ratio']:.2f}; "
                              f"Kiln/floor {t['kiln_over_floor']:.2f}")
+    if "parsing" in r:
+        p = r["parsing"]
+        lines.append(f"   parsing at the boundary: a Workload {p['workload_us']:.0f} us, a pod's view "
+                     f"{p['pod_view_us']:.0f} us, an Artifact (with its digest) {p['artifact_us']:.0f} us; "
+                     f"at most {100 * p['share_upper_bound']:.1f} % of the operator's CPU per Workload "
+                     f"({PARSES} of each per Workload, {p['operator_cpu_ms_per_workload']:.1f} ms)")
     if "restart" in r:
         rs = r["restart"]
         lines += ["2. Restart latency (draft edit -> new pod Ready)",
