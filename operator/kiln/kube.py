@@ -161,14 +161,12 @@ def ensure_child(children: Children, owner: ObjectMeta, owner_kind: str, name: s
     if live is not None and not owned:
         raise ChildConflict(f"{children.kind} {name} exists and is not owned by this {owner_kind}")
     if live is None:
-        try:
-            return to_dict(children.create(ns, desired))
-        except ApiException as e:
-            if e.status != 409:
-                raise
-            # Made meanwhile (by another trigger of this reconcile, or someone else): judged next time.
-            live = read(children, name, ns)
-            return ensure_child(children, owner, owner_kind, name, desired, live, differs) if live else None
+        made = ignore(409)(children.create)(ns, desired)
+        if made is not None:
+            return to_dict(made)
+        # Made meanwhile (by another trigger of this reconcile, or someone else): judged as it is.
+        live = read(children, name, ns)
+        return ensure_child(children, owner, owner_kind, name, desired, live, differs) if live else None
     if differs(desired, live):
         return to_dict(children.update(name, ns, desired, live))
     return live
@@ -184,29 +182,31 @@ def owned_by(obj: Body, uid: str) -> bool:
     return any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or [])
 
 
-# Each object's lock and how many callers hold or wait for it: dropped when none do, so that the
-# table holds the objects being reconciled, not every object ever seen.
-_locks: dict[tuple[str, ...], tuple[threading.Lock, int]] = {}
-_locks_guard = threading.Lock()
+class Locks:
+    """One reconcile of an object at a time: several triggers (its own events, its children's, its
+    artifact's) may fire at once in kopf's worker threads. Each object's lock is kept with how many
+    callers hold or wait for it, and dropped when none do: the table holds the objects being
+    reconciled, not every object ever seen."""
 
+    def __init__(self) -> None:
+        self.held: dict[tuple[str, ...], tuple[threading.Lock, int]] = {}
+        self._guard = threading.Lock()
 
-@contextmanager
-def locked(*key: str) -> Iterator[None]:
-    """Serialise reconciles of one object: several triggers (its own events, its children's, its
-    artifact's) may fire at once in kopf's worker threads."""
-    with _locks_guard:
-        lock, users = _locks.get(key, (threading.Lock(), 0))
-        _locks[key] = (lock, users + 1)
-    try:
-        with lock:
-            yield
-    finally:
-        with _locks_guard:
-            lock, users = _locks[key]
-            if users == 1:
-                del _locks[key]
-            else:
-                _locks[key] = (lock, users - 1)
+    @contextmanager
+    def of(self, *key: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self.held.get(key, (threading.Lock(), 0))
+            self.held[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self.held[key]
+                if users == 1:
+                    del self.held[key]
+                else:
+                    self.held[key] = (lock, users - 1)
 
 
 def admission_api() -> Any:

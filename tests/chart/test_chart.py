@@ -313,3 +313,20 @@ def test_hadolint_is_clean(dockerfile: str) -> None:
     r = subprocess.run([str(BIN / "hadolint"), "--config", str(REPO / ".hadolint.yaml"), "--no-color",
                         str(REPO / dockerfile)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and not r.stdout.strip(), r.stdout + r.stderr
+
+
+def test_the_package_users_install_carries_no_development_tools(tmp_path: Path) -> None:
+    """The wheel (what the image's `pip install .` installs) has the operator only: the local cluster,
+    its real node and images (kiln_dev) and their dependencies stay with the dev extra."""
+    import zipfile
+
+    subprocess.run([str(BIN / "python"), "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+                   check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("kiln-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "kiln/controllers/workloads.py" in names and "kiln/admission/server.py" in names
+    assert not [n for n in names if n.startswith("kiln_dev/")], names
+    runtime_deps = [line for line in meta.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    assert not [d for d in runtime_deps if "trustme" in d or "cryptography" in d], runtime_deps

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from kiln import kube
 from kiln.admission.configuration import webhook_configurations
 from kiln.names import WEBHOOK_CONFIG_NAME
@@ -77,7 +75,7 @@ class Webhooks:
                 self.process.wait()
 
     def register_configurations(self, logger: Logger) -> None:
-        """Create (or replace, left by an operator that did not stop cleanly) both configurations."""
+        """Create (or replace) both configurations."""
         ca = base64.b64encode((self.certdir / "ca.crt").read_bytes()).decode()
         validating, mutating = webhook_configurations({"url": f"https://{HOST}:{self.port}", "caBundle": ca},
                                                       WEBHOOK_CONFIG_NAME)
@@ -87,11 +85,7 @@ class Webhooks:
                  api.replace_validating_webhook_configuration),
                 (mutating, api.create_mutating_webhook_configuration, api.read_mutating_webhook_configuration,
                  api.replace_mutating_webhook_configuration)):
-            try:
-                create(body)
-            except ApiException as e:
-                if e.status != 409:
-                    raise
+            if kube.ignore(409)(create)(body) is None:  # left by an operator that did not stop cleanly
                 version = read(WEBHOOK_CONFIG_NAME).metadata.resource_version  # a replace needs it
                 replace(WEBHOOK_CONFIG_NAME, {**body, "metadata": {**body["metadata"], "resourceVersion": version}})
         logger.info(f"registered validating/mutatingwebhookconfiguration {WEBHOOK_CONFIG_NAME}")

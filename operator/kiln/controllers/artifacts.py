@@ -8,10 +8,10 @@ from typing import Any
 import kopf
 
 from kiln import kube
-from kiln.api.models import ArtifactStatus, ConditionType, Lifecycle, ObjectMeta, status_of
+from kiln.api.models import ArtifactStatus, Lifecycle, ObjectMeta, status_of
 from kiln.controllers import runtime, workloads
 from kiln.controllers.cache import ArtifactView, artifact_view
-from kiln.controllers.conditions import condition, merge, now
+from kiln.controllers.conditions import READY, condition, merge, now
 from kiln.names import A_REGISTERED_AT, A_REGISTERED_BY, ARTIFACTS, GROUP, VERSION
 
 
@@ -21,7 +21,7 @@ def plan_status(meta: ObjectMeta, lifecycle: Lifecycle, view: ArtifactView, old:
     gen = meta.generation
     if view.spec is None:
         return ArtifactStatus(observed_generation=gen, lifecycle=lifecycle, conditions=merge(old.conditions, [
-            condition(ConditionType.READY, False, "InvalidSpec", view.problem or "", gen)], at))
+            condition(READY, False, "InvalidSpec", view.problem or "", gen)], at))
     registered = view.spec.registered
     # Frozen at registration: the locked spec cannot change afterwards (CEL + webhook).
     keep = registered and old.lifecycle == Lifecycle.REGISTERED and old.spec_digest
@@ -34,7 +34,7 @@ def plan_status(meta: ObjectMeta, lifecycle: Lifecycle, view: ArtifactView, old:
         # Recorded by the admission webhook from the request's userInfo; frozen once observed.
         registered_by=(old.registered_by or meta.annotations.get(A_REGISTERED_BY) or "unknown") if registered else None,
         registered_at=(old.registered_at or meta.annotations.get(A_REGISTERED_AT) or at) if registered else None,
-        conditions=merge(old.conditions, [condition(ConditionType.READY, True, view.spec.lifecycle.value, msg, gen)],
+        conditions=merge(old.conditions, [condition(READY, True, view.spec.lifecycle.value, msg, gen)],
                          at))
 
 

@@ -1,11 +1,8 @@
 """The operator's memory of other objects: what the reconciles read instead of calling the API.
 
 Each index is filled at start-up by one LIST (before kopf starts its watches, so the first handler
-finds it complete) and kept current from the watch events kopf delivers. kopf's own indexes do the
-same job, but hold every object's handlers until all objects are indexed: with 5,000 objects that
-wait cost over a minute of CPU at start-up (each indexed object wakes every waiting one) and kept a
-worker, and its event, alive per object, which is what made the operator's memory grow with the
-number of objects. Without them kopf's worker limit can bound how many objects are in flight.
+finds it complete) and kept current from the watch events kopf delivers. Why not kopf's own indexes:
+docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ import datetime
 
 from kiln.api.models import Condition, ConditionStatus, ConditionType
 
+READY, AVAILABLE, PROGRESSING = ConditionType.READY, ConditionType.AVAILABLE, ConditionType.PROGRESSING
+
 
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

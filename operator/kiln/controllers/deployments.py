@@ -22,7 +22,6 @@ from kiln.api.models import (
     MAX_HISTORY,
     Artifact,
     Condition,
-    ConditionType,
     Deployment,
     DeploymentArtifactStatus,
     DeploymentStatus,
@@ -37,11 +36,10 @@ from kiln.api.models import (
 )
 from kiln.controllers import builders as b
 from kiln.controllers import runtime
-from kiln.controllers.conditions import condition, get, merge, now
+from kiln.controllers.conditions import AVAILABLE, PROGRESSING, READY, condition, get, merge, now
 from kiln.names import A_CHANGED_BY, A_DESIRED, ARTIFACTS, DEPLOYMENTS, GROUP, L_DEPLOYMENT, VERSION, WORKLOADS
 
 Body = dict[str, Any]
-READY, AVAILABLE, PROGRESSING = ConditionType.READY, ConditionType.AVAILABLE, ConditionType.PROGRESSING
 
 
 @dataclass
@@ -154,8 +152,8 @@ def rollout_status(dep: Deployment, todo: Plan, apps: Body | None, at: str) -> D
 # --- applying a plan ---------------------------------------------------------------------------------
 
 
-def reconcile(namespace: str, name: str, logger: kopf.Logger) -> None:
-    with kube.locked("deployment", namespace, name):
+def reconcile(rt: runtime.Runtime, namespace: str, name: str, logger: kopf.Logger) -> None:
+    with rt.locks.of(DEPLOYMENTS, namespace, name):
         raw = kube.get_kiln(DEPLOYMENTS, namespace, name)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             return
@@ -248,17 +246,17 @@ def _converge(raw: Body, dep: Deployment, todo: Plan, logger: kopf.Logger) -> Bo
 @kopf.on.resume(GROUP, VERSION, DEPLOYMENTS)
 @kopf.on.create(GROUP, VERSION, DEPLOYMENTS)
 @kopf.on.update(GROUP, VERSION, DEPLOYMENTS)
-def deployment_changed(namespace: str | None, name: str, logger: kopf.Logger, **_: Any) -> None:
-    reconcile(str(namespace), name, logger)
+def deployment_changed(namespace: str | None, name: str, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    reconcile(runtime.of(memo), str(namespace), name, logger)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={L_DEPLOYMENT: kopf.PRESENT})
-def apps_deployment_event(namespace: str | None, labels: Mapping[str, str], type: str | None,
+def apps_deployment_event(namespace: str | None, labels: Mapping[str, str], type: str | None, memo: Any,
                           logger: kopf.Logger, **_: Any) -> None:
     """Rollout progress updates the conditions; a hand edit is reverted."""
     if type is None:
         return
     try:
-        reconcile(str(namespace), labels[L_DEPLOYMENT], logger)
+        reconcile(runtime.of(memo), str(namespace), labels[L_DEPLOYMENT], logger)
     except ApiException as e:
         logger.warning(f"reconciling Deployment {labels[L_DEPLOYMENT]} failed: {e.reason}")

@@ -40,8 +40,8 @@ class ObservedDiffBase(kopf.DiffBaseStorage):
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
         if not extra_fields:
-            # kopf deep-copies the whole body, status and managedFields included, to then drop them:
-            # a fifth of the operator's CPU under load. The same essence, from what it keeps.
+            # kopf deep-copies the whole body, status and managedFields included, to then drop them
+            # (costly under load, docs/architecture.md): the same essence, from what it keeps.
             meta = body.get("metadata") or {}
             slim = {k: v for k, v in body.items() if k not in ("metadata", "status")}
             slim["metadata"] = {k: meta[k] for k in ("labels", "annotations") if k in meta}
@@ -79,6 +79,7 @@ class Runtime:
     webhooks: Webhooks | None = None
     indexes: Indexes = field(default_factory=Indexes.empty)
     diffbase: ObservedDiffBase = field(default_factory=ObservedDiffBase)
+    locks: kube.Locks = field(default_factory=kube.Locks)  # one reconcile of an object at a time
     executor: Executor | None = None  # kopf's thread pool, known once kopf has started
     restart_parallelism: int = 8  # Workloads reconciled at once after a change of the Artifact they run
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)

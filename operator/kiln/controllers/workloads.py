@@ -24,11 +24,9 @@ from kiln.api import models
 from kiln.controllers import builders as b
 from kiln.controllers import runtime
 from kiln.controllers.cache import ArtifactView, PodView, ServiceView, artifact_view, service_ports
-from kiln.controllers.conditions import condition, merge, now
+from kiln.controllers.conditions import AVAILABLE, PROGRESSING, READY, condition, merge, now
 
 Body = dict[str, Any]
-Condition = models.ConditionType
-READY, AVAILABLE, PROGRESSING = Condition.READY, Condition.AVAILABLE, Condition.PROGRESSING
 
 
 @dataclass(frozen=True)
@@ -148,7 +146,7 @@ def plan(wl: models.Workload, art: ArtifactView | None, pods: list[PodView], *, 
 def reconcile(rt: runtime.Runtime, namespace: str, name: str, logger: kopf.Logger,
               body: Body | None = None) -> None:
     try:
-        with kube.locked("workload", namespace, name):
+        with rt.locks.of(names.WORKLOADS, namespace, name):
             _reconcile(rt, namespace, name, logger, body)
     except ApiException as e:
         if not kube.gone_with_namespace(e):  # else the Workload goes with its namespace
@@ -207,12 +205,9 @@ def _create_inline_artifact(raw: Body, wl: models.Workload, logger: kopf.Logger)
                      "annotations": {names.A_CREATED_BY_WORKLOAD: meta.name}},
         "spec": {**wl.spec.artifact.to_dict(), "lifecycle": models.Lifecycle.DRAFT.value},
     }
-    try:
-        created: Body | None = kube.custom().create_namespaced_custom_object(names.GROUP, names.VERSION, meta.namespace,
-                                                                             names.ARTIFACTS, body)
-    except ApiException as e:
-        if e.status != 409:
-            raise
+    created: Body | None = kube.ignore(409)(kube.custom().create_namespaced_custom_object)(
+        names.GROUP, names.VERSION, meta.namespace, names.ARTIFACTS, body)
+    if created is None:  # it exists (made by an earlier reconcile, or by its user)
         created = kube.get_kiln(names.ARTIFACTS, meta.namespace, meta.name)
     else:
         runtime.event(raw, "ArtifactCreated", f"created Draft Artifact {meta.name} from spec.artifact")
