@@ -469,7 +469,8 @@ Description = Annotated[
 
 
 class ConditionType(StrEnum):
-    """The conditions Kiln reports (others may appear: the type field is open)."""
+    """The conditions Kiln reports: Ready (the object is what its spec asks), Available (it serves),
+    Progressing (it is getting there). The type field stays open to others."""
 
     READY = "Ready"
     AVAILABLE = "Available"
@@ -762,13 +763,6 @@ def status_of(model: type[S], body: Any) -> S:
         return model()
 
 
-class OwnerReference(KilnModel):
-    api_version: str = ""
-    kind: str = ""
-    name: str = ""
-    uid: str = ""
-
-
 class ObjectMeta(KilnModel):
     """The metadata the operator reads."""
 
@@ -779,10 +773,6 @@ class ObjectMeta(KilnModel):
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     deletion_timestamp: str | None = None
-    owner_references: list[OwnerReference] = Field(default_factory=list)
-
-    def owned_by(self, uid: str) -> bool:
-        return any(r.uid == uid for r in self.owner_references)
 
 
 class Artifact(KilnModel):
