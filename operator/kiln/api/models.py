@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -130,6 +130,11 @@ def _list_map(*keys: str) -> dict[str, Any]:
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
 
 
+def _keyed(*keys: str, **field: Any) -> Any:
+    """A Field of a list keyed like a Kubernetes list-map (the API server rejects duplicate keys)."""
+    return Field(json_schema_extra=_list_map(*keys), **field)
+
+
 def _unique(what: str, keys: list[Any]) -> None:
     """Mirror of the API server's list-map check: keys must be unique."""
     seen: set[Any] = set()
@@ -157,67 +162,6 @@ def problems(e: ValidationError, prefix: str = "spec") -> str:
     """A validation error as one line naming each field: ``spec.containers.0.image: Field required``."""
     return "; ".join(f"{'.'.join([prefix, *map(str, err['loc'])])}: {err['msg']}" if err["loc"] else err["msg"]
                      for err in e.errors())
-
-
-# --------------------------------------------------------------------------------------------------
-# Enums
-# --------------------------------------------------------------------------------------------------
-
-
-class Lifecycle(StrEnum):
-    """An Artifact's lifecycle: Draft (editable), then Registered (locked), never back."""
-
-    DRAFT = "Draft"
-    REGISTERED = "Registered"
-
-
-class Protocol(StrEnum):
-    """A container port's protocol."""
-
-    TCP = "TCP"
-    UDP = "UDP"
-    SCTP = "SCTP"
-
-
-class PullPolicy(StrEnum):
-    """When the kubelet pulls a container's image."""
-
-    ALWAYS = "Always"
-    IF_NOT_PRESENT = "IfNotPresent"
-    NEVER = "Never"
-
-
-class Scheme(StrEnum):
-    """The scheme of an HTTP probe."""
-
-    HTTP = "HTTP"
-    HTTPS = "HTTPS"
-
-
-class DesiredState(StrEnum):
-    """What a user asks of a Workload: pods running, or none."""
-
-    RUNNING = "Running"
-    STOPPED = "Stopped"
-
-
-class WorkloadPhase(StrEnum):
-    """What a Workload's status says of it (spec.state asks, status.state tells)."""
-
-    PENDING = "Pending"
-    STARTING = "Starting"
-    RUNNING = "Running"
-    STOPPED = "Stopped"
-    FAILED = "Failed"
-
-
-class Importance(StrEnum):
-    """How much a governed Deployment matters; governance keys on it."""
-
-    CRITICAL = "Critical"
-    HIGH = "High"
-    MODERATE = "Moderate"
-    LOW = "Low"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -299,7 +243,7 @@ class ContainerPort(KilnModel):
         None, description="Port name (IANA service name, at most 15 characters); used by the Service."
     )
     container_port: int = Field(ge=1, le=65535, description="Port number on the pod's IP address.")
-    protocol: Protocol = Field(Protocol.TCP, description="Protocol: TCP (default), UDP or SCTP.")
+    protocol: Literal["TCP", "UDP", "SCTP"] = Field("TCP", description="Protocol: TCP (default), UDP or SCTP.")
 
 
 class ResourceRequirements(KilnModel):
@@ -330,7 +274,7 @@ class HTTPGetAction(KilnModel):
     path: ShortText | None = Field(None, description="Path to request, e.g. /healthz.")
     port: PortOrName = Field(description="Port number or name to request.")
     host: Name | None = Field(None, description="Host name to connect to; defaults to the pod IP.")
-    scheme: Scheme | None = Field(None, description="HTTP (default) or HTTPS.")
+    scheme: Literal["HTTP", "HTTPS"] | None = Field(None, description="HTTP (default) or HTTPS.")
     http_headers: list[HTTPHeader] | None = Field(
         None, max_length=32, description="Custom headers to set in the request."
     )
@@ -390,7 +334,7 @@ class Container(KilnModel):
     image: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
         description="Container image reference, e.g. registry.example.com/app:1.2 or an @sha256 digest."
     )
-    image_pull_policy: PullPolicy | None = Field(
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         None, description="Always, IfNotPresent or Never; Kubernetes' default depends on the tag."
     )
     command: list[Arg] | None = Field(
@@ -443,16 +387,9 @@ def _unique_container_names(containers: list[Container]) -> list[Container]:
     return containers
 
 
-Containers = Annotated[
-    list[Container],
-    AfterValidator(_unique_container_names),
-    Field(
-        min_length=1,
-        max_length=MAX_CONTAINERS,
-        description="Containers of the artifact: the first is the primary one, the others are sidecars.",
-        json_schema_extra=_list_map("name"),
-    ),
-]
+Containers = Annotated[list[Container], AfterValidator(_unique_container_names), _keyed(
+    "name", min_length=1, max_length=MAX_CONTAINERS,
+    description="Containers of the artifact: the first is the primary one, the others are sidecars.")]
 DisplayName = Annotated[
     Annotated[str, StringConstraints(max_length=253)] | None,
     Field(description="Human-friendly name; editable at any time."),
@@ -500,14 +437,8 @@ class Condition(KilnModel):
     )
 
 
-Conditions = Annotated[
-    list[Condition] | None,
-    Field(
-        max_length=MAX_CONDITIONS,
-        description="Current conditions; Ready is always present once observed.",
-        json_schema_extra=_list_map("type"),
-    ),
-]
+Conditions = Annotated[list[Condition] | None, _keyed(
+    "type", max_length=MAX_CONDITIONS, description="Current conditions; Ready is always present once observed.")]
 ObservedGeneration = Annotated[
     Annotated[int, Field(ge=0)] | None,
     Field(description="metadata.generation last acted upon by the operator."),
@@ -537,6 +468,13 @@ class WorkloadReference(KilnModel):
 # Spec fields that stay editable once an Artifact is Registered; every other field is locked
 # (and covered by the spec digest).
 ARTIFACT_UNLOCKED_FIELDS: frozenset[str] = frozenset({"display_name", "description", "lifecycle"})
+
+
+class Lifecycle(StrEnum):
+    """An Artifact's lifecycle: Draft (editable), then Registered (locked), never back."""
+
+    DRAFT = "Draft"
+    REGISTERED = "Registered"
 
 
 class ArtifactSpec(KilnModel):
@@ -600,6 +538,13 @@ class InlineArtifact(KilnModel):
     containers: Containers
 
 
+class DesiredState(StrEnum):
+    """What a user asks of a Workload: pods running, or none."""
+
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+
+
 class WorkloadSpec(KilnModel):
     """Desired state of a Workload: a development run of an Artifact's containers."""
 
@@ -622,6 +567,16 @@ class WorkloadSpec(KilnModel):
         if (self.artifact_ref is None) == (self.artifact is None):
             raise ValueError(WORKLOAD_ARTIFACT_MESSAGE)
         return self
+
+
+class WorkloadPhase(StrEnum):
+    """What a Workload's status says of it (spec.state asks, status.state tells)."""
+
+    PENDING = "Pending"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+    FAILED = "Failed"
 
 
 class WorkloadArtifactStatus(KilnModel):
@@ -661,6 +616,15 @@ class PodDisruptionBudgetSpec(KilnModel):
     min_available: IntOrPercent = Field(
         description="Pods (number or percentage) that must stay available during voluntary disruptions."
     )
+
+
+class Importance(StrEnum):
+    """How much a governed Deployment matters; governance keys on it."""
+
+    CRITICAL = "Critical"
+    HIGH = "High"
+    MODERATE = "Moderate"
+    LOW = "Low"
 
 
 class DeploymentSpec(KilnModel):
