@@ -14,23 +14,14 @@ import kopf
 # The controllers register their handlers with kopf on import.
 from kiln.admission.process import Webhooks, free_port
 from kiln.controllers import artifacts, deployments, runtime, workloads  # noqa: F401 - registration
-from kiln.names import FINALIZER, KOPF_PREFIX, L_DEPLOYMENT, L_WORKLOAD
-
-
-class ProgressStorage(kopf.AnnotationsProgressStorage):
-    """kopf's record of a handler's retries, in annotations under our prefix while it retries; but
-    without the ``<prefix>/kopf-managed: yes`` marker kopf adds when it first handles an object, which
-    would be one more write for every object created."""
-
-    def _store_marker(self, prefix: str, patch: kopf.Patch, body: kopf.Body) -> None:
-        return
+from kiln.names import FINALIZER, L_DEPLOYMENT, L_WORKLOAD
 
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
     rt = runtime.of(memo)
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = ProgressStorage(prefix=KOPF_PREFIX)
+    settings.persistence.progress_storage = rt.progress
     settings.persistence.diffbase_storage = rt.diffbase
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300

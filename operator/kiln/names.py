@@ -33,6 +33,9 @@ A_REGISTERED_BY: Final = "kiln.dev/registered-by"  # set by admission from the r
 A_REGISTERED_AT: Final = "kiln.dev/registered-at"
 A_CHANGED_BY: Final = "kiln.dev/changed-by"  # on a governed Deployment: who made the last spec change
 
+# Kiln's own RBAC verb on its kinds: who may write their status (the operator's role grants it).
+VERB_RECONCILE: Final = "reconcile"
+
 # kopf's own annotations. Not "kiln.dev": kopf leaves annotations under its prefix out of the diff it
 # reacts to, and users' kiln.dev/restartedAt must trigger a reconcile.
 KOPF_PREFIX: Final = "operator.kiln.dev"
@@ -41,3 +44,4 @@ FINALIZER: Final = "kiln.dev/finalizer"
 # The operator's webhook configurations when it registers them itself (`kiln run`); the chart names
 # its own after the release.
 WEBHOOK_CONFIG_NAME: Final = "kiln.dev"
+STATUS_POLICY_NAME: Final = "kiln.dev-status"

@@ -149,18 +149,20 @@ def test_webhooks_can_be_limited_to_namespaces_or_disabled(helm: Helm, tmp_path:
     for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
         assert all(w["namespaceSelector"] == selector for w in one(objs, kind)["webhooks"])
     off = helm.objects("--set", "webhooks.enabled=false")
-    assert kinds(off) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    assert kinds(off) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount",
+                          "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"], "status stays guarded"
     assert container(off)["args"][0] == "--no-webhooks"
 
 
 # --- RBAC --------------------------------------------------------------------------------------------
 
-# Reviewed against operator/kiln/*.py and kopf 1.45: tests/chart/test_rbac.py runs the operator with
-# exactly these. A change here is a change of the operator's privileges: review it as such.
+# Reviewed against operator/kiln/ and kopf 1.45 (reconcile: Kiln's own verb, see the status policy):
+# tests/chart/test_rbac.py runs the operator with exactly these. A change here is a change of the
+# operator's privileges: review it as such.
 EXPECTED_RULES = {
-    ("kiln.dev", "artifacts"): {"get", "list", "watch", "create", "patch"},
-    ("kiln.dev", "workloads"): {"get", "list", "watch", "patch"},
-    ("kiln.dev", "deployments"): {"get", "list", "watch", "patch"},
+    ("kiln.dev", "artifacts"): {"get", "list", "watch", "create", "patch", "reconcile"},
+    ("kiln.dev", "workloads"): {"get", "list", "watch", "patch", "reconcile"},
+    ("kiln.dev", "deployments"): {"get", "list", "watch", "patch", "reconcile"},
     ("kiln.dev", "artifacts/status"): {"patch"},
     ("kiln.dev", "workloads/status"): {"patch"},
     ("kiln.dev", "deployments/status"): {"patch"},

@@ -7,7 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from kiln.names import A_CHANGED_BY, A_REGISTERED_AT, A_REGISTERED_BY, GROUP, MANAGED_BY, VERSION
+from kiln.names import (
+    A_CHANGED_BY,
+    A_REGISTERED_AT,
+    A_REGISTERED_BY,
+    ARTIFACTS,
+    DEPLOYMENTS,
+    GROUP,
+    MANAGED_BY,
+    VERB_RECONCILE,
+    VERSION,
+    WORKLOADS,
+)
 
 Body = dict[str, Any]
 TIMEOUT_SECONDS = 5
@@ -118,3 +129,30 @@ def chart_webhooks() -> dict[str, list[Body]]:
         out[kind] = [{**{k: v for k, v in hook.items() if k != "clientConfig"},
                       "path": hook["clientConfig"]["service"]["path"]} for hook in cfg["webhooks"]]
     return out
+
+
+def status_policy(name: str) -> tuple[Body, Body]:
+    """A ValidatingAdmissionPolicy and its binding: the status of Kiln's objects (what the operator
+    observed, who registered an artifact, a Deployment's audit trail and pinned digest) is written only
+    by whoever may ``reconcile`` them, a verb of Kiln's own that the operator's role grants. A role that
+    lets users write ``*/status`` with the usual verbs does not let them forge it. It holds while the
+    operator is down, and for every client (the API server evaluates it)."""
+    meta = {"name": name, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}}
+    resource = "request.resource.resource + '.' + request.resource.group"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": meta,
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [GROUP], "apiVersions": ["*"], "operations": ["UPDATE"],
+                "resources": [f"{plural}/status" for plural in (ARTIFACTS, WORKLOADS, DEPLOYMENTS)]}]},
+            "validations": [{
+                "expression": (f"authorizer.group('{GROUP}').resource(request.resource.resource)"
+                               f".namespace(request.namespace).name(request.name).check('{VERB_RECONCILE}')"
+                               ".allowed()"),
+                "messageExpression": (f"'the status of ' + {resource} + ' ' + request.name + ' is written by the "
+                                      f"Kiln operator only: it needs the verb {VERB_RECONCILE} on ' + {resource}"),
+                "reason": "Forbidden"}]}}
+    binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+               "metadata": meta, "spec": {"policyName": name, "validationActions": ["Deny"]}}
+    return policy, binding

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from kiln import kube
-from kiln.admission.configuration import webhook_configurations
-from kiln.names import WEBHOOK_CONFIG_NAME
+from kiln.admission.configuration import status_policy, webhook_configurations
+from kiln.names import STATUS_POLICY_NAME, WEBHOOK_CONFIG_NAME
 
 HOST = "127.0.0.1"
 Logger = logging.Logger | logging.LoggerAdapter[Any]
+Body = dict[str, Any]
 
 
 def free_port() -> int:
@@ -74,24 +75,30 @@ class Webhooks:
                 self.process.kill()
                 self.process.wait()
 
-    def register_configurations(self, logger: Logger) -> None:
-        """Create (or replace) both configurations."""
+    def registrations(self) -> list[tuple[str, Body]]:
+        """What `kiln run` registers with the API server: (kind, in the client's method names; object)."""
         ca = base64.b64encode((self.certdir / "ca.crt").read_bytes()).decode()
         validating, mutating = webhook_configurations({"url": f"https://{HOST}:{self.port}", "caBundle": ca},
                                                       WEBHOOK_CONFIG_NAME)
+        policy, binding = status_policy(STATUS_POLICY_NAME)
+        return [("validating_webhook_configuration", validating), ("mutating_webhook_configuration", mutating),
+                ("validating_admission_policy", policy), ("validating_admission_policy_binding", binding)]
+
+    def register_configurations(self, logger: Logger) -> None:
+        """Create (or replace) the webhook configurations and the status policy."""
         api = kube.admission_api()
-        for body, create, read, replace in (
-                (validating, api.create_validating_webhook_configuration, api.read_validating_webhook_configuration,
-                 api.replace_validating_webhook_configuration),
-                (mutating, api.create_mutating_webhook_configuration, api.read_mutating_webhook_configuration,
-                 api.replace_mutating_webhook_configuration)):
-            if kube.ignore(409)(create)(body) is None:  # left by an operator that did not stop cleanly
-                version = read(WEBHOOK_CONFIG_NAME).metadata.resource_version  # a replace needs it
-                replace(WEBHOOK_CONFIG_NAME, {**body, "metadata": {**body["metadata"], "resourceVersion": version}})
-        logger.info(f"registered validating/mutatingwebhookconfiguration {WEBHOOK_CONFIG_NAME}")
+        for kind, body in self.registrations():
+            name = body["metadata"]["name"]
+            if kube.ignore(409)(getattr(api, f"create_{kind}"))(body) is None:  # left by an unclean stop
+                version = getattr(api, f"read_{kind}")(name).metadata.resource_version  # a replace needs it
+                getattr(api, f"replace_{kind}")(name, {**body, "metadata": {**body["metadata"],
+                                                                          "resourceVersion": version}})
+        logger.info(f"registered validating/mutatingwebhookconfiguration {WEBHOOK_CONFIG_NAME} and "
+                    f"validatingadmissionpolicy {STATUS_POLICY_NAME}")
 
     def unregister_configurations(self, logger: Logger) -> None:
         api = kube.admission_api()
-        kube.ignore(404)(api.delete_validating_webhook_configuration)(WEBHOOK_CONFIG_NAME)
-        kube.ignore(404)(api.delete_mutating_webhook_configuration)(WEBHOOK_CONFIG_NAME)
-        logger.info(f"removed validating/mutatingwebhookconfiguration {WEBHOOK_CONFIG_NAME}")
+        for kind, body in reversed(self.registrations()):
+            kube.ignore(404)(getattr(api, f"delete_{kind}"))(body["metadata"]["name"])
+        logger.info(f"removed validating/mutatingwebhookconfiguration {WEBHOOK_CONFIG_NAME} and "
+                    f"validatingadmissionpolicy {STATUS_POLICY_NAME}")

@@ -73,12 +73,41 @@ class ObservedDiffBase(kopf.DiffBaseStorage):
         self._handled.pop(uid, None)
 
 
+class ProgressStorage(kopf.AnnotationsProgressStorage):
+    """kopf's record of a handler's retries (how often it failed, until when it waits), kept in memory:
+    an annotation on the object would be one more write per change, and one that users can write (a
+    crafted ``delayed`` would postpone a reconcile, ``failure`` swallow it). Only kopf's wake-up stamp
+    after a delay stays an annotation (what it records is harmless: at most a reconcile more), and
+    kopf's ``kopf-managed`` marker is not written at all."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(prefix=prefix)
+        self._records: dict[tuple[str, str], kopf.ProgressRecord] = {}
+
+    def fetch(self, *, key: kopf.HandlerId, body: kopf.Body) -> kopf.ProgressRecord | None:
+        return self._records.get((body.metadata.uid or "", key))
+
+    def store(self, *, key: kopf.HandlerId, record: kopf.ProgressRecord, body: kopf.Body, patch: kopf.Patch) -> None:
+        self._records[(body.metadata.uid or "", key)] = record
+
+    def purge(self, *, key: kopf.HandlerId, body: kopf.Body, patch: kopf.Patch) -> None:
+        self._records.pop((body.metadata.uid or "", key), None)
+
+    def forget(self, uid: str) -> None:
+        for k in [k for k in self._records if k[0] == uid]:
+            del self._records[k]
+
+    def _store_marker(self, prefix: str, patch: kopf.Patch, body: kopf.Body) -> None:
+        return
+
+
 @dataclass
 class Runtime:
     namespaces: Sequence[str] = ()  # served namespaces; empty: all
     webhooks: Webhooks | None = None
     indexes: Indexes = field(default_factory=Indexes.empty)
     diffbase: ObservedDiffBase = field(default_factory=ObservedDiffBase)
+    progress: ProgressStorage = field(default_factory=lambda: ProgressStorage(prefix=names.KOPF_PREFIX))
     locks: kube.Locks = field(default_factory=kube.Locks)  # one reconcile of an object at a time
     executor: Executor | None = None  # kopf's thread pool, known once kopf has started
     restart_parallelism: int = 8  # Workloads reconciled at once after a change of the Artifact they run
@@ -169,10 +198,11 @@ def event(body: Mapping[str, Any], reason: str, message: str, warning: bool = Fa
 @kopf.on.event(names.GROUP, names.VERSION, names.WORKLOADS, when=deleted)
 @kopf.on.event(names.GROUP, names.VERSION, names.DEPLOYMENTS, when=deleted)
 async def forget_deleted(body: kopf.Body, uid: str, resource: kopf.Resource, memo: Any, **_: Any) -> None:
-    """A deleted kiln.dev object leaves the memory of what kopf handled, and its index. (Artifacts and
+    """A deleted kiln.dev object leaves the memory of what kopf handled and retries, and its index. (Artifacts and
     Workloads enter their indexes from their own handlers: what is indexed of them is in their spec.)"""
     rt = of(memo)
     rt.diffbase.forget(uid)
+    rt.progress.forget(uid)
     indexes: dict[str, Index[Any]] = {names.ARTIFACTS: rt.indexes.artifacts, names.WORKLOADS: rt.indexes.workloads}
     index = indexes.get(resource.plural)
     if index is not None:
