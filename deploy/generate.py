@@ -4,8 +4,8 @@
 
 - charts/kiln/crds/ and deploy/kustomize/base/crds/: byte-for-byte copies of crds/;
 - charts/kiln/files/webhooks.json: the admission webhooks, from kiln.admission.configuration (the
-  chart's template adds the Service, the CA and the namespace selector), and status-policy.json, the
-  ValidatingAdmissionPolicy that keeps status to the operator;
+  chart's template adds the Service, the CA and the namespace selector), and policies.json, the
+  ValidatingAdmissionPolicies (status written by the operator only; what the Pod API would refuse);
 - deploy/kustomize/base/: the chart rendered for namespace kiln-system with cert-manager certificates
   (no key material in git), plus the Namespace and a kustomization.yaml;
 - deploy/argocd/argocd-cm-patch.yaml and the block of docs/gitops.md between its markers: the Argo CD
@@ -111,17 +111,16 @@ def webhooks_file() -> str:
     return json.dumps(chart_webhooks(), indent=2) + "\n"
 
 
-def status_policy_file() -> str:
-    from kiln.admission.configuration import status_policy
+def policies_file() -> str:
+    from kiln.admission.configuration import chart_policies
 
-    policy, binding = status_policy("")
-    return json.dumps({"policy": policy, "binding": binding}, indent=2) + "\n"
+    return json.dumps(chart_policies(), indent=2) + "\n"
 
 
 def main() -> int:
     (CHART / "files").mkdir(exist_ok=True)
     (CHART / "files" / "webhooks.json").write_text(webhooks_file())  # rendered by base_files() below
-    (CHART / "files" / "status-policy.json").write_text(status_policy_file())
+    (CHART / "files" / "policies.json").write_text(policies_file())
     for target in (CHART / "crds", BASE / "crds"):
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)

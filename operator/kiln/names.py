@@ -44,4 +44,4 @@ FINALIZER: Final = "kiln.dev/finalizer"
 # The operator's webhook configurations when it registers them itself (`kiln run`); the chart names
 # its own after the release.
 WEBHOOK_CONFIG_NAME: Final = "kiln.dev"
-STATUS_POLICY_NAME: Final = "kiln.dev-status"
+POLICY_PREFIX: Final = "kiln.dev"  # its ValidatingAdmissionPolicies: kiln.dev-status, kiln.dev-specs

@@ -49,8 +49,8 @@ def test_generated_files_are_up_to_date(generate: ModuleType) -> None:
     assert (ARGOCD / "argocd-cm-patch.yaml").read_text() == generate.argocd_patch(), "run `make manifests`"
     assert (REPO / "charts" / "kiln" / "files" / "webhooks.json").read_text() == generate.webhooks_file(), \
         "the chart's webhooks differ from kiln.admission.configuration: run `make manifests`"
-    assert (REPO / "charts" / "kiln" / "files" / "status-policy.json").read_text() == generate.status_policy_file(), \
-        "the chart's status policy differs from kiln.admission.configuration: run `make manifests`"
+    assert (REPO / "charts" / "kiln" / "files" / "policies.json").read_text() == generate.policies_file(), \
+        "the chart's admission policies differ from kiln.admission.configuration: run `make manifests`"
     doc = (REPO / "docs" / "gitops.md").read_text()
     assert doc == generate.gitops_doc(doc), "docs/gitops.md's argocd-cm block is stale: run `make manifests`"
 
@@ -67,8 +67,8 @@ def test_kustomize_base_is_the_chart_with_cert_manager() -> None:
         "Service": ["kiln-webhook"], "Deployment": ["kiln"],
         "Issuer": ["kiln-selfsigned", "kiln-webhook-ca"], "Certificate": ["kiln-webhook", "kiln-webhook-ca"],
         "ValidatingWebhookConfiguration": ["kiln-system-kiln"], "MutatingWebhookConfiguration": ["kiln-system-kiln"],
-        "ValidatingAdmissionPolicy": ["kiln-system-kiln-status"],
-        "ValidatingAdmissionPolicyBinding": ["kiln-system-kiln-status"],
+        "ValidatingAdmissionPolicy": ["kiln-system-kiln-specs", "kiln-system-kiln-status"],
+        "ValidatingAdmissionPolicyBinding": ["kiln-system-kiln-specs", "kiln-system-kiln-status"],
     }
     assert not [o for o in objs if o["kind"] == "Secret"], "no key material in git"
     for o in objs:
@@ -102,7 +102,7 @@ def kiln_system(kube: Kube) -> Iterator[None]:
 def test_kustomize_base_applies(kube: Kube, crds: None, cert_manager_crds: None, kiln_system: None) -> None:
     r = kube.kubectl("apply", "-k", str(BASE), "--server-side", "--force-conflicts", "--dry-run=server")
     lines = r.stdout.splitlines()
-    assert len(lines) == 17 and all(ln.endswith("(server dry run)") for ln in lines), r.stdout
+    assert len(lines) == 19 and all(ln.endswith("(server dry run)") for ln in lines), r.stdout
     # The namespace enforces the restricted Pod Security Standard: the API server warns about a pod
     # template that would violate it.
     assert "PodSecurity" not in r.stderr, r.stderr

@@ -91,6 +91,10 @@ def test_deployment_runs_the_pinned_registered_spec(kube: Kube, operator: Operat
     history = d["status"]["history"]
     assert [h["action"] for h in history] == ["Created"]
     assert history[0]["actor"] == "kiln-admin" and history[0]["digest"] == digest
+    # What the API server defaults in the apps/v1 Deployment (resources: {} and the like) is no hand
+    # edit: it is not reverted (once it was, in a loop: a replace per watch event).
+    assert "DriftReverted" not in [reason for reason, _ in events(kube, namespace, "prod")]
+    assert kube.apps.read_namespaced_deployment("prod", namespace).metadata.generation == apps.metadata.generation
     out = kube.kubectl("get", "deployments.kiln.dev", "-n", namespace).stdout
     assert "Critical" in out and "app" in out and "True" in out, out
 

@@ -86,4 +86,5 @@ def test_the_operator_writes_no_progress_annotations(kube: Kube, operator: Opera
     wait_running(kube, namespace, "w")
     annotations = get(kube, namespace, "workloads", "w")["metadata"].get("annotations") or {}
     assert not [k for k in annotations if k.startswith("operator.kiln.dev/")], annotations
-    assert kube.admission.read_validating_admission_policy("kiln.dev-status").spec.failure_policy == "Fail"
+    for policy in ("kiln.dev-status", "kiln.dev-specs"):  # and the admission policies are there for every client
+        assert kube.admission.read_validating_admission_policy(policy).spec.failure_policy == "Fail"

@@ -251,11 +251,13 @@ def test_rejection_messages_are_one_line_and_say_why() -> None:
         api.WORKLOAD_ARTIFACT_MESSAGE,
         api.WORKLOAD_INLINE_ARTIFACT_MESSAGE,
         api.DEPLOYMENT_REF_MESSAGE,
-        api.NAME_LENGTH_MESSAGE,
+        api.WORKLOAD_NAME_MESSAGE,
+        api.DEPLOYMENT_NAME_MESSAGE,
     ]
     for message in messages:
         assert "\n" not in message
         assert message.split(" ")[0].startswith(("spec", "metadata.name", "{field")), message
     assert api.ARTIFACT_LOCKED_MESSAGE.startswith("{field} is locked: the Artifact is Registered")
     assert api.ARTIFACT_LOCKED_MESSAGE_MANY.startswith("{fields} are locked: the Artifact is Registered")
-    assert str(api.MAX_NAME_LENGTH) in api.NAME_LENGTH_MESSAGE
+    assert str(api.MAX_WORKLOAD_NAME_LENGTH) in api.WORKLOAD_NAME_MESSAGE
+    assert str(api.MAX_DEPLOYMENT_NAME_LENGTH) in api.DEPLOYMENT_NAME_MESSAGE

@@ -385,7 +385,7 @@ def test_workload_schema() -> None:
         " + ' instead (kubectl edit artifact.kiln.dev ' + self.metadata.name + ')'"
     )
     assert (inline["fieldPath"], inline["reason"]) == (".spec.artifact", "FieldValueForbidden")
-    assert name == crds.NAME_LENGTH_VALIDATION
+    assert name == crds.WORKLOAD_NAME_VALIDATION
     props = spec["properties"]
     assert "required" not in spec
     assert (props["replicas"]["default"], props["replicas"]["minimum"], props["replicas"]["maximum"]) == (
@@ -409,7 +409,7 @@ def test_deployment_schema() -> None:
     assert spec["x-kubernetes-validations"] == [
         {"rule": "has(self.artifactRef) || has(self.workloadRef)", "message": api.DEPLOYMENT_REF_MESSAGE},
     ]
-    assert root("Deployment")["x-kubernetes-validations"] == [crds.NAME_LENGTH_VALIDATION]
+    assert root("Deployment")["x-kubernetes-validations"] == [crds.DEPLOYMENT_NAME_VALIDATION]
     props = spec["properties"]
     assert props["importance"]["enum"] == ["Critical", "High", "Moderate", "Low"]
     assert props["importance"]["default"] == "Moderate"
@@ -454,21 +454,36 @@ def test_status_schemas() -> None:
     assert set(artifact) >= {"lifecycle", "specDigest", "registeredAt", "registeredBy"}
 
 
+def _model_rules() -> set[str]:
+    """The messages of the rules the models declare (api.models.KilnModel.RULES)."""
+    out: set[str] = set()
+    todo: list[type] = [api.KilnModel]
+    while todo:
+        model = todo.pop()
+        out |= {r.message for r in getattr(model, "RULES", ()) if r.cel}
+        todo += model.__subclasses__()
+    return out
+
+
 def test_only_noted_cel_rules() -> None:
+    """CEL rules sit on the spec and the root (the locks, the names), or on the nested objects whose
+    models declare them, each with a one-line message."""
+    declared = _model_rules()
+    assert len(declared) >= 8
     for kind, path, node in all_nodes():
-        if "x-kubernetes-validations" in node:
-            assert path == ".spec" or (path == "" and kind in ("Workload", "Deployment")), f"{kind}{path}"
-            for rule in node["x-kubernetes-validations"]:
-                assert rule["message"] and "\n" not in rule["message"], f"{kind}{path}"
+        for rule in node.get("x-kubernetes-validations", []):
+            assert rule["message"] and "\n" not in rule["message"], f"{kind}{path}"
+            assert path == ".spec" or (path == "" and kind in ("Workload", "Deployment")) \
+                or rule["message"] in declared, f"{kind}{path}: {rule['message']}"
 
 
-def test_name_length_rule() -> None:
-    rule = crds.NAME_LENGTH_VALIDATION
-    assert rule["rule"] == "oldSelf.hasValue() || size(self.metadata.name) <= 63"
-    assert rule["optionalOldSelf"] is True  # checked at creation: older objects stay updatable
-    assert rule["fieldPath"] == ".metadata.name"
-    assert rule["message"] == api.NAME_LENGTH_MESSAGE
-    assert rule["message"].startswith("metadata.name must be at most 63 characters: ")
+def test_name_rules() -> None:
+    for rule, length in ((crds.WORKLOAD_NAME_VALIDATION, 59), (crds.DEPLOYMENT_NAME_VALIDATION, 63)):
+        assert rule["rule"].startswith(f"oldSelf.hasValue() || (size(self.metadata.name) <= {length} && ")
+        assert rule["optionalOldSelf"] is True  # checked at creation: older objects stay updatable
+        assert rule["fieldPath"] == ".metadata.name"
+        assert rule["message"].startswith(f"metadata.name must be a DNS label of at most {length} characters")
+    assert "endsWith('-dev')" in crds.DEPLOYMENT_NAME_VALIDATION["rule"]
     for kind in ("Workload", "Deployment"):
         meta = root(kind)["properties"]["metadata"]
         # Declared so that fieldPath may point at metadata.name, bounded so that messages quoting it

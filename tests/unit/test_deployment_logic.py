@@ -48,6 +48,16 @@ def test_apps_deployment_is_hardened_and_pinned() -> None:
     assert tpl["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
+def test_a_container_without_resources_is_not_drift() -> None:
+    """The API server returns every container with resources: {}: not a hand edit (it was reverted in
+    a loop, a replace per watch event)."""
+    bare = [Container(name="app", image="registry.example/app:1")]
+    desired = b.apps_deployment("prod", "app", bare, D1, 1, "Moderate")["spec"]
+    live = copy.deepcopy(desired)
+    live["template"]["spec"]["containers"][0]["resources"] = {}
+    assert drift(desired, live) == []
+
+
 def test_drift_ignores_server_defaults_but_sees_edits_and_additions() -> None:
     desired = b.apps_deployment("prod", "app", C, D1, 1, "Moderate")["spec"]
     live = copy.deepcopy(desired)

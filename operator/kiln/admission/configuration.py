@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kiln.api.models import COMPARED_RESOURCES, PORT_NAMES_MESSAGE, REQUESTS_WITHIN_LIMITS
 from kiln.names import (
     A_CHANGED_BY,
     A_REGISTERED_AT,
@@ -120,6 +121,17 @@ def webhook_configurations(client_config: Body, name: str) -> tuple[Body, Body]:
     return validating, mutating
 
 
+def chart_policies() -> list[Body]:
+    """The admission policies as the Helm chart takes them (``charts/kiln/files/policies.json``): the
+    template names them after the release."""
+    out = []
+    for obj in policies(""):
+        suffix = obj["metadata"]["name"].removeprefix("-")
+        spec = {k: v for k, v in obj["spec"].items() if k != "policyName"}
+        out.append({"kind": obj["kind"], "suffix": suffix, "spec": spec})
+    return out
+
+
 def chart_webhooks() -> dict[str, list[Body]]:
     """The webhooks as the Helm chart takes them (``charts/kiln/files/webhooks.json``): each with its
     path instead of a clientConfig, which the chart's template makes (Service, CA, namespace selector)."""
@@ -129,6 +141,56 @@ def chart_webhooks() -> dict[str, list[Body]]:
         out[kind] = [{**{k: v for k, v in hook.items() if k != "clientConfig"},
                       "path": hook["clientConfig"]["service"]["path"]} for hook in cfg["webhooks"]]
     return out
+
+
+def _cel_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def spec_policy(name: str) -> tuple[Body, Body]:
+    """A ValidatingAdmissionPolicy for what the Pod or Service API would refuse but a CRD rule cannot
+    afford to check (its estimated cost is over the CRD's budget): one port name for two ports (the
+    Service's ports take the names), a container's requests above its limits; in an Artifact or a
+    Workload's inline artifact."""
+    meta = {"name": name, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}}
+    keys = "[" + ", ".join(f"'{k}'" for k in COMPARED_RESOURCES) + "]"
+    within = (f"!has(c.resources) || !has(c.resources.requests) || !has(c.resources.limits) || {keys}.all(k, "
+              "!(k in c.resources.requests) || !(k in c.resources.limits) || quantity(string(c.resources.requests[k]))"
+              ".compareTo(quantity(string(c.resources.limits[k]))) <= 0)")
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": meta,
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [GROUP], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
+                "resources": [ARTIFACTS, WORKLOADS]}]},
+            "variables": [{"name": "containers", "expression": (
+                "has(object.spec.containers) ? object.spec.containers : "
+                "(has(object.spec.artifact) && has(object.spec.artifact.containers) ? object.spec.artifact.containers"
+                " : [])")}],
+            "validations": [{
+                "expression": (
+                    "variables.containers.all(c, !has(c.ports) || c.ports.all(p, !has(p.name) || "
+                    "variables.containers.all(d, !has(d.ports) || d.ports.all(q, !has(q.name) || "
+                    "q.name != p.name || (q.containerPort == p.containerPort && q.protocol == p.protocol)))))"),
+                "messageExpression": ("'spec' + (has(object.spec.containers) ? '' : '.artifact') + '.' + "
+                                      + _cel_string(PORT_NAMES_MESSAGE)),
+                "reason": "Invalid"}, {
+                "expression": f"variables.containers.all(c, {within})",
+                "messageExpression": (
+                    "'spec' + (has(object.spec.containers) ? '' : '.artifact') + '.containers[' + "
+                    f"string(variables.containers.map(c, !({within})).indexOf(true)) + '].resources: "
+                    f"{REQUESTS_WITHIN_LIMITS}'"),
+                "reason": "Invalid"}]}}
+    binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+               "metadata": meta, "spec": {"policyName": name, "validationActions": ["Deny"]}}
+    return policy, binding
+
+
+def policies(prefix: str) -> list[Body]:
+    """Every ValidatingAdmissionPolicy Kiln ships, with its binding, named ``<prefix>-status`` and
+    ``<prefix>-specs``."""
+    return [*status_policy(f"{prefix}-status"), *spec_policy(f"{prefix}-specs")]
 
 
 def status_policy(name: str) -> tuple[Body, Body]:

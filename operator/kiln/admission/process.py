@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from kiln import kube
-from kiln.admission.configuration import status_policy, webhook_configurations
-from kiln.names import STATUS_POLICY_NAME, WEBHOOK_CONFIG_NAME
+from kiln.admission.configuration import policies, webhook_configurations
+from kiln.names import POLICY_PREFIX, WEBHOOK_CONFIG_NAME
 
 HOST = "127.0.0.1"
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -80,12 +80,13 @@ class Webhooks:
         ca = base64.b64encode((self.certdir / "ca.crt").read_bytes()).decode()
         validating, mutating = webhook_configurations({"url": f"https://{HOST}:{self.port}", "caBundle": ca},
                                                       WEBHOOK_CONFIG_NAME)
-        policy, binding = status_policy(STATUS_POLICY_NAME)
+        kinds = {"ValidatingAdmissionPolicy": "validating_admission_policy",
+                 "ValidatingAdmissionPolicyBinding": "validating_admission_policy_binding"}
         return [("validating_webhook_configuration", validating), ("mutating_webhook_configuration", mutating),
-                ("validating_admission_policy", policy), ("validating_admission_policy_binding", binding)]
+                *((kinds[p["kind"]], p) for p in policies(POLICY_PREFIX))]
 
     def register_configurations(self, logger: Logger) -> None:
-        """Create (or replace) the webhook configurations and the status policy."""
+        """Create (or replace) the webhook configurations and the admission policies."""
         api = kube.admission_api()
         for kind, body in self.registrations():
             name = body["metadata"]["name"]
@@ -94,11 +95,11 @@ class Webhooks:
                 getattr(api, f"replace_{kind}")(name, {**body, "metadata": {**body["metadata"],
                                                                           "resourceVersion": version}})
         logger.info(f"registered validating/mutatingwebhookconfiguration {WEBHOOK_CONFIG_NAME} and "
-                    f"validatingadmissionpolicy {STATUS_POLICY_NAME}")
+                    f"validatingadmissionpolicies {POLICY_PREFIX}-*")
 
     def unregister_configurations(self, logger: Logger) -> None:
         api = kube.admission_api()
         for kind, body in reversed(self.registrations()):
             kube.ignore(404)(getattr(api, f"delete_{kind}"))(body["metadata"]["name"])
         logger.info(f"removed validating/mutatingwebhookconfiguration {WEBHOOK_CONFIG_NAME} and "
-                    f"validatingadmissionpolicy {STATUS_POLICY_NAME}")
+                    f"validatingadmissionpolicies {POLICY_PREFIX}-*")

@@ -357,12 +357,19 @@ DEPLOYMENT_SPEC_VALIDATIONS: list[Schema] = [
 
 # Checked at creation only (names cannot change): an older object with a longer name must stay
 # updatable, or its finalizer could never be removed.
-NAME_LENGTH_VALIDATION: Schema = {
-    "rule": f"oldSelf.hasValue() || size(self.metadata.name) <= {api.MAX_NAME_LENGTH}",
-    "message": api.NAME_LENGTH_MESSAGE,
-    "fieldPath": ".metadata.name",
-    "optionalOldSelf": True,
-}
+def _name_rule(max_length: int, message: str, extra: str = "") -> Schema:
+    return {
+        "rule": (f"oldSelf.hasValue() || (size(self.metadata.name) <= {max_length}"
+                 f" && self.metadata.name.matches('{api.DNS_1035_PATTERN}'){extra})"),
+        "message": message,
+        "fieldPath": ".metadata.name",
+        "optionalOldSelf": True,
+    }
+
+
+WORKLOAD_NAME_VALIDATION = _name_rule(api.MAX_WORKLOAD_NAME_LENGTH, api.WORKLOAD_NAME_MESSAGE)
+DEPLOYMENT_NAME_VALIDATION = _name_rule(api.MAX_DEPLOYMENT_NAME_LENGTH, api.DEPLOYMENT_NAME_MESSAGE,
+                                        f" && !self.metadata.name.endsWith('{api.DEV_SERVICE_SUFFIX}')")
 
 
 def workload_inline_artifact_rule() -> Schema:
@@ -390,10 +397,10 @@ def workload_inline_artifact_rule() -> Schema:
 
 
 def workload_validations() -> list[Schema]:
-    return [workload_inline_artifact_rule(), NAME_LENGTH_VALIDATION]
+    return [workload_inline_artifact_rule(), WORKLOAD_NAME_VALIDATION]
 
 
-DEPLOYMENT_VALIDATIONS: list[Schema] = [NAME_LENGTH_VALIDATION]
+DEPLOYMENT_VALIDATIONS: list[Schema] = [DEPLOYMENT_NAME_VALIDATION]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -29,7 +29,7 @@ from pydantic import (
     WrapValidator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
 
 from kiln.names import API_VERSION, GROUP, VERSION
 
@@ -67,11 +67,20 @@ DEPLOYMENT_REF_MESSAGE = "spec: set artifactRef or workloadRef"
 def register_command(artifact: str) -> str:
     """What a user types to register an Artifact (messages that ask for it say it)."""
     return f"kubectl patch artifact.kiln.dev {artifact} --type merge -p '{{\"spec\":{{\"lifecycle\":\"Registered\"}}}}'"
-# Workload and Deployment names become label values (kiln.dev/workload, kiln.dev/deployment).
-MAX_NAME_LENGTH = 63
-NAME_LENGTH_MESSAGE = (
-    "metadata.name must be at most 63 characters: Kiln labels the pods with it "
-    "and label values are limited to 63 characters"
+# Workload and Deployment names become label values (kiln.dev/workload, kiln.dev/deployment) and the
+# names of their Services (<workload>-dev, <deployment>): DNS labels, short enough, never the same.
+DNS_1035_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DEV_SERVICE_SUFFIX = "-dev"
+MAX_WORKLOAD_NAME_LENGTH = 63 - len(DEV_SERVICE_SUFFIX)
+MAX_DEPLOYMENT_NAME_LENGTH = 63
+WORKLOAD_NAME_MESSAGE = (
+    f"metadata.name must be a DNS label of at most {MAX_WORKLOAD_NAME_LENGTH} characters: lowercase letters, "
+    f"digits and '-', starting with a letter (the Workload's Service is <name>{DEV_SERVICE_SUFFIX})"
+)
+DEPLOYMENT_NAME_MESSAGE = (
+    f"metadata.name must be a DNS label of at most {MAX_DEPLOYMENT_NAME_LENGTH} characters: lowercase letters, "
+    f"digits and '-', starting with a letter, and not ending in {DEV_SERVICE_SUFFIX} (the names of Workloads' "
+    "development Services): the Deployment's Service takes it"
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -81,9 +90,9 @@ NAME_LENGTH_MESSAGE = (
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # An IANA service name as Kubernetes accepts it for a port name (at most 15 characters).
 PORT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-# resource.Quantity, as kubebuilder renders it for string values.
+# resource.Quantity, as kubebuilder renders it for string values, without a sign: no negative amounts.
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 # A port number or a port name.
@@ -135,6 +144,35 @@ def _keyed(*keys: str, **field: Any) -> Any:
     return Field(json_schema_extra=_list_map(*keys), **field)
 
 
+# The resources whose requests are compared with their limits at admission (a CEL rule's cost must be
+# bounded; the API server checks the others when the pod is made, and the owner's condition says so).
+COMPARED_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+
+
+REQUESTS_WITHIN_LIMITS = f"requests may not exceed limits ({', '.join(COMPARED_RESOURCES)})"
+# The Service's ports are named after the containers' ports: one name, one port.
+PORT_NAMES_MESSAGE = "containers[].ports: a port name may name one port only (the Service's ports take the names)"
+
+
+def _port_names_unique(containers: list[Any]) -> bool:
+    seen: dict[str, tuple[int, str]] = {}
+    for c in containers:
+        for p in c.ports or []:
+            if p.name is not None and seen.setdefault(p.name, (p.container_port, p.protocol)) != (p.container_port,
+                                                                                                   p.protocol):
+                return False
+    return True
+
+
+
+def _requests_within_limits(requests: dict[str, Any] | None, limits: dict[str, Any] | None) -> bool:
+    from kubernetes import utils
+
+    parse: Any = utils.parse_quantity  # untyped
+    req, lim = requests or {}, limits or {}
+    return all(k not in req or k not in lim or parse(req[k]) <= parse(lim[k]) for k in COMPARED_RESOURCES)
+
+
 def _unique(what: str, keys: list[Any]) -> None:
     """Mirror of the API server's list-map check: keys must be unique."""
     seen: set[Any] = set()
@@ -144,14 +182,39 @@ def _unique(what: str, keys: list[Any]) -> None:
         seen.add(key)
 
 
+class Rule(NamedTuple):
+    """A rule on a model's object, once in CEL (the CRD's ``x-kubernetes-validations``: the API server
+    refuses what breaks it) and once in Python (the operator and the webhook, on parsed objects)."""
+
+    cel: str  # on the object, as ``self`` ("": checked by an admission policy instead)
+    message: str
+    holds: Callable[[Any], bool]
+
+
+def _rules_into_schema(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    rules = [r for r in getattr(model, "RULES", ()) if r.cel]
+    if rules:
+        schema["x-kubernetes-validations"] = [{"rule": r.cel, "message": r.message} for r in rules]
+
+
 class KilnModel(BaseModel):
-    """Base model: camelCase wire names, snake_case attributes, unknown fields ignored."""
+    """Base model: camelCase wire names, snake_case attributes, unknown fields ignored; ``RULES``
+    checked on parsing and published in the CRD."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="ignore",
+        json_schema_extra=_rules_into_schema,
     )
+    RULES: ClassVar[tuple[Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        for rule in self.RULES:
+            if not rule.holds(self):
+                raise ValueError(rule.message)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """The object as the API server would store it (camelCase, unset optional fields omitted)."""
@@ -203,6 +266,12 @@ class ResourceFieldSelector(KilnModel):
 class EnvVarSource(KilnModel):
     """Source of an environment variable's value (exactly one)."""
 
+    RULES: ClassVar = (Rule(
+        "[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef), has(self.resourceFieldRef)]"
+        ".filter(x, x).size() == 1",
+        "valueFrom: set exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef",
+        lambda m: [m.secret_key_ref, m.config_map_key_ref, m.field_ref, m.resource_field_ref].count(None) == 3),)
+
     secret_key_ref: SecretKeySelector | None = Field(None, description="A key of a Secret.")
     config_map_key_ref: ConfigMapKeySelector | None = Field(None, description="A key of a ConfigMap.")
     field_ref: ObjectFieldSelector | None = Field(None, description="A field of the pod.")
@@ -213,6 +282,9 @@ class EnvVarSource(KilnModel):
 
 class EnvVar(KilnModel):
     """An environment variable of the container."""
+
+    RULES: ClassVar = (Rule("!has(self.value) || !has(self.valueFrom)", "value and valueFrom may not both be set",
+                            lambda m: m.value is None or m.value_from is None),)
 
     name: Name = Field(description="Name of the environment variable (unique within the container).")
     value: Annotated[str, StringConstraints(max_length=32768)] | None = Field(
@@ -239,6 +311,10 @@ class EnvFromSource(KilnModel):
 class ContainerPort(KilnModel):
     """A network port the container listens on."""
 
+    RULES: ClassVar = (Rule("!has(self.name) || self.name.matches('[a-z]')",
+                            "name must contain a letter (a service name, not a number)",
+                            lambda m: m.name is None or any(c.isalpha() for c in m.name)),)
+
     name: Annotated[str, StringConstraints(max_length=15, pattern=PORT_NAME_PATTERN)] | None = Field(
         None, description="Port name (IANA service name, at most 15 characters); used by the Service."
     )
@@ -248,6 +324,10 @@ class ContainerPort(KilnModel):
 
 class ResourceRequirements(KilnModel):
     """Compute resources of the container."""
+
+    # Too costly for the CRD's rule budget (its keys are open): the spec policy checks it at admission
+    # (kiln.admission.configuration.spec_policy), with the same message.
+    RULES: ClassVar = (Rule("", REQUESTS_WITHIN_LIMITS, lambda m: _requests_within_limits(m.requests, m.limits)),)
 
     requests: dict[str, Quantity] | None = Field(
         None,
@@ -268,8 +348,17 @@ class HTTPHeader(KilnModel):
     value: ShortText = Field(description="Header field value.")
 
 
+_NO_HOST = Rule("!has(self.host)", "host is not allowed: a probe checks its own pod, at the pod's address",
+                lambda m: m.host is None)
+
+
 class HTTPGetAction(KilnModel):
     """Probe by an HTTP GET request; success is a status code from 200 to 399."""
+
+    RULES: ClassVar = (_NO_HOST, Rule(
+        "!has(self.httpHeaders) || self.httpHeaders.all(h, h.name.lowerAscii() != 'host')",
+        "httpHeaders: a Host header is not allowed",
+        lambda m: all(h.name.lower() != "host" for h in m.http_headers or [])))
 
     path: ShortText | None = Field(None, description="Path to request, e.g. /healthz.")
     port: PortOrName = Field(description="Port number or name to request.")
@@ -282,6 +371,8 @@ class HTTPGetAction(KilnModel):
 
 class TCPSocketAction(KilnModel):
     """Probe by opening a TCP connection."""
+
+    RULES: ClassVar = (_NO_HOST,)
 
     port: PortOrName = Field(description="Port number or name to connect to.")
     host: Name | None = Field(None, description="Host name to connect to; defaults to the pod IP.")
@@ -305,6 +396,11 @@ class GRPCAction(KilnModel):
 class Probe(KilnModel):
     """A health check of the container; set exactly one of httpGet, tcpSocket, exec or grpc."""
 
+    RULES: ClassVar = (Rule(
+        "[has(self.httpGet), has(self.tcpSocket), has(self.exec), has(self.grpc)].filter(x, x).size() == 1",
+        "set exactly one of httpGet, tcpSocket, exec, grpc",
+        lambda m: [m.http_get, m.tcp_socket, m.exec, m.grpc].count(None) == 3),)
+
     http_get: HTTPGetAction | None = Field(None, description="Probe by an HTTP GET request.")
     tcp_socket: TCPSocketAction | None = Field(None, description="Probe by opening a TCP connection.")
     exec: ExecAction | None = Field(None, description="Probe by running a command in the container.")
@@ -325,13 +421,22 @@ class Probe(KilnModel):
     )
 
 
+def _single_success(probe: str) -> Rule:
+    """Kubernetes' rule for liveness and startup probes: one success is success."""
+    return Rule(f"!has(self.{probe}) || !has(self.{probe}.successThreshold) || self.{probe}.successThreshold == 1",
+                f"{probe}.successThreshold must be 1",
+                lambda m: (p := getattr(m, to_snake(probe))) is None or p.success_threshold in (None, 1))
+
+
 class Container(KilnModel):
     """A container, with the Kubernetes container fields (securityContext is set by Kiln, not here)."""
+
+    RULES: ClassVar = (_single_success("livenessProbe"), _single_success("startupProbe"))
 
     name: Annotated[str, StringConstraints(max_length=63, pattern=DNS_LABEL_PATTERN)] = Field(
         description="Container name (DNS label, unique within the artifact)."
     )
-    image: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
+    image: Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^\S+$")] = Field(
         description="Container image reference, e.g. registry.example.com/app:1.2 or an @sha256 digest."
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
@@ -477,9 +582,14 @@ class Lifecycle(StrEnum):
     REGISTERED = "Registered"
 
 
+# Checked at admission by the spec policy (kiln.admission.configuration.spec_policy), in Python here.
+UNIQUE_PORT_NAMES = Rule("", PORT_NAMES_MESSAGE, lambda m: _port_names_unique(m.containers))
+
+
 class ArtifactSpec(KilnModel):
     """Desired state of an Artifact: a container spec, a mutable Draft until Registered."""
 
+    RULES: ClassVar = (UNIQUE_PORT_NAMES,)
     display_name: DisplayName = None
     description: Description = None
     lifecycle: Lifecycle = Field(
@@ -533,6 +643,7 @@ class ArtifactStatus(KilnModel):
 class InlineArtifact(KilnModel):
     """An artifact given inline: at creation Kiln creates a Draft Artifact named after the Workload."""
 
+    RULES: ClassVar = (UNIQUE_PORT_NAMES,)
     display_name: DisplayName = None
     description: Description = None
     containers: Containers

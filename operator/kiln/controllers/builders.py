@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from kiln.api.models import Container, ObjectMeta
+from kiln.api.models import DEV_SERVICE_SUFFIX, Container, ObjectMeta
 from kiln.names import (
     A_DIGEST,
     API_VERSION,
@@ -55,7 +55,7 @@ def revision(digest: str, restarted_at: str | None) -> str:
 
 
 def workload_pod_name(workload: str, rev: str, index: int) -> str:
-    return f"{workload[:50]}-{rev}-{index}"
+    return f"{workload}-{rev}-{index}"
 
 
 def containers(spec_containers: Sequence[Container]) -> list[Body]:
@@ -86,7 +86,7 @@ def common_labels(artifact: str, instance: str, component: str) -> dict[str, str
 def workload_service_name(workload: str) -> str:
     """Development Services carry a suffix: the production Service of a Deployment promoted from
     the Workload takes the plain name."""
-    return f"{workload[:59]}-dev"
+    return f"{workload}{DEV_SERVICE_SUFFIX}"
 
 
 def workload_selector(workload: str) -> dict[str, str]:
@@ -166,7 +166,7 @@ def owner_reference(meta: ObjectMeta, kind: str) -> Body:
 POD_DEFAULTS: Body = {"dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler",
                       "terminationGracePeriodSeconds": 30}
 CONTAINER_DEFAULTS: Body = {"terminationMessagePath": "/dev/termination-log",
-                            "terminationMessagePolicy": "File"}
+                            "terminationMessagePolicy": "File", "resources": {}}
 
 
 def deployment_selector(name: str) -> dict[str, str]:
