@@ -23,6 +23,8 @@ L_DIGEST: Final = "kiln.dev/spec-digest"  # label-safe: the first 32 hex charact
 L_REVISION: Final = "kiln.dev/revision"
 L_INDEX: Final = "kiln.dev/index"
 L_IMPORTANCE: Final = "kiln.dev/importance"
+# On a governed Deployment's pods: the uid of the Deployment they belong to (its Service and PDB select it).
+L_OWNER_UID: Final = "kiln.dev/owner-uid"
 
 # Annotations.
 A_DIGEST: Final = "kiln.dev/spec-digest"  # the whole sha256:<hex>, on pods and apps/v1 Deployments

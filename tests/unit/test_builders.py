@@ -69,7 +69,7 @@ META = ObjectMeta(name="a", generation=2, annotations={"kiln.dev/registered-by":
 
 
 def _status(lifecycle: Lifecycle, image: str, old: ArtifactStatus | None = None) -> ArtifactStatus:
-    view = artifact_view({"lifecycle": lifecycle, "containers": [{"name": "app", "image": image}]})
+    view = artifact_view({"spec": {"lifecycle": lifecycle, "containers": [{"name": "app", "image": image}]}})
     return plan_status(META, lifecycle, view, old or ArtifactStatus(), "t")
 
 
@@ -84,13 +84,14 @@ def test_artifact_status_draft_and_registered() -> None:
     assert (ready := cond.get(reg.conditions, ConditionType.READY)) and ready.reason == "Registered"
     # Once registered the digest is frozen, and who registered it too.
     frozen = plan_status(META.model_copy(update={"annotations": {"kiln.dev/registered-by": "mallory"}}),
-                         Lifecycle.REGISTERED, artifact_view({"lifecycle": "Registered", "containers": [
-                             {"name": "app", "image": "i:2"}]}), reg, "t2")
+                         Lifecycle.REGISTERED, artifact_view({"spec": {"lifecycle": "Registered", "containers": [
+                             {"name": "app", "image": "i:2"}]}}), reg, "t2")
     assert frozen.spec_digest == draft.spec_digest and frozen.registered_by == "alice"
 
 
 def test_an_invalid_artifact_says_which_field() -> None:
-    st = plan_status(META, Lifecycle.DRAFT, artifact_view({"containers": [{"name": "App!"}]}), ArtifactStatus(), "t")
+    view = artifact_view({"spec": {"containers": [{"name": "App!"}]}})
+    st = plan_status(META, Lifecycle.DRAFT, view, ArtifactStatus(), "t")
     ready = cond.get(st.conditions, ConditionType.READY)
     assert ready and ready.reason == "InvalidSpec" and st.spec_digest is None
     assert "spec.containers.0.name" in (ready.message or "") and "spec.containers.0.image" in (ready.message or "")

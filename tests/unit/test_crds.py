@@ -400,7 +400,7 @@ def test_workload_schema() -> None:
     assert props["artifact"]["required"] == ["containers"]
     status = root("Workload")["properties"]["status"]["properties"]
     assert status["state"]["enum"] == ["Pending", "Starting", "Running", "Stopped", "Failed"]
-    assert set(status["artifact"]["properties"]) == {"name", "lifecycle", "specDigest"}
+    assert set(status["artifact"]["properties"]) == {"name", "uid", "lifecycle", "specDigest"}
     assert set(status) >= {"observedGeneration", "conditions", "replicas", "readyReplicas", "restartedAt"}
 
 
@@ -423,11 +423,12 @@ def test_deployment_schema() -> None:
         "actor",
         "action",
         "artifact",
+        "artifactUid",
         "digest",
         "replicas",
         "message",
     }
-    assert set(status["artifact"]["properties"]) == {"name", "specDigest"}
+    assert set(status["artifact"]["properties"]) == {"name", "uid", "specDigest"}
 
 
 def test_status_schemas() -> None:

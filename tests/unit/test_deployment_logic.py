@@ -35,7 +35,7 @@ def dep(history: list[HistoryEntry] | None = None, actor: str | None = "alice") 
 
 
 def test_apps_deployment_is_hardened_and_pinned() -> None:
-    d = b.apps_deployment("prod", "app", C, D1, 3, "High")
+    d = b.apps_deployment("prod", "uid-1", "app", C, D1, 3, "High")
     spec = d["spec"]
     assert spec["replicas"] == 3 and spec["selector"] == {"matchLabels": {"kiln.dev/deployment": "prod"}}
     assert spec["strategy"]["type"] == "RollingUpdate"
@@ -52,14 +52,14 @@ def test_a_container_without_resources_is_not_drift() -> None:
     """The API server returns every container with resources: {}: not a hand edit (it was reverted in
     a loop, a replace per watch event)."""
     bare = [Container(name="app", image="registry.example/app:1")]
-    desired = b.apps_deployment("prod", "app", bare, D1, 1, "Moderate")["spec"]
+    desired = b.apps_deployment("prod", "uid-1", "app", bare, D1, 1, "Moderate")["spec"]
     live = copy.deepcopy(desired)
     live["template"]["spec"]["containers"][0]["resources"] = {}
     assert drift(desired, live) == []
 
 
 def test_drift_ignores_server_defaults_but_sees_edits_and_additions() -> None:
-    desired = b.apps_deployment("prod", "app", C, D1, 1, "Moderate")["spec"]
+    desired = b.apps_deployment("prod", "uid-1", "app", C, D1, 1, "Moderate")["spec"]
     live = copy.deepcopy(desired)
     # What the API server adds or normalises is not drift.
     live["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "100m"
@@ -78,14 +78,14 @@ def test_drift_ignores_server_defaults_but_sees_edits_and_additions() -> None:
 
 
 def test_history_records_creation_switch_and_scale_with_the_actor() -> None:
-    [created] = history_entries(dep(), "app", D1, 1, "t1")
+    [created] = history_entries(dep(), "app", "a1", D1, 1, "t1")
     assert (created.action, created.actor, created.artifact, created.digest, created.replicas) == (
         "Created", "alice", "app", D1, 1)
-    assert history_entries(dep([created]), "app", D1, 1, "t2") == []  # nothing changed: nothing recorded
-    switched, scaled = history_entries(dep([created], actor="bob"), "app2", D2, 3, "t3")
+    assert history_entries(dep([created]), "app", "a1", D1, 1, "t2") == []  # nothing changed: nothing recorded
+    switched, scaled = history_entries(dep([created], actor="bob"), "app2", "a2", D2, 3, "t3")
     assert (switched.action, switched.actor, switched.artifact) == ("ArtifactSwitched", "bob", "app2")
     assert (scaled.action, scaled.replicas, scaled.message) == ("Scaled", 3, "replicas 1 -> 3")
-    assert history_entries(dep(actor=None), "app", D1, 1, "t")[0].actor == "unknown"
+    assert history_entries(dep(actor=None), "app", "a1", D1, 1, "t")[0].actor == "unknown"
 
 
 def _apps(gen: int, observed: int, replicas: int, ready: int, updated: int, available: int,
@@ -164,3 +164,44 @@ def test_a_rollout_pins_the_digest_and_records_who() -> None:
     again = plan(governed({"name": "app", "specDigest": digest}).model_copy(update={
         "status": DeploymentStatus(artifact=None, history=p.history)}), "app", artifact(), "t2")
     assert again.new_entries == [] and again.history == p.history, "nothing new: nothing recorded"
+
+
+def _with_uid(art: Artifact, uid: str) -> Artifact:
+    return art.model_copy(update={"metadata": art.metadata.model_copy(update={"uid": uid})})
+
+
+def test_a_reused_name_is_another_artifact_and_needs_its_own_promotion() -> None:
+    """The pin holds for an object, not a name: an Artifact deleted and recreated under the same name
+    (other content, or even the same) runs only once its uid is named in spec.artifactRef.uid."""
+    first = plan(governed(), "app", _with_uid(artifact(), "a1"), "t1")
+    ran = governed().model_copy(update={"status": DeploymentStatus(
+        artifact={"name": "app", "uid": "a1", "specDigest": first.digest}, history=first.history)})
+    replaced = _with_uid(artifact(image="registry.example/evil:1"), "a2")
+    p = plan(ran, "app", replaced, "t2")
+    assert p.blocked is not None and p.blocked[0] == "ArtifactReplaced" and "spec.artifactRef.uid to a2" in p.blocked[1]
+    # Switched away and back (the pin names another artifact now): the trail still knows the old object.
+    away = ran.model_copy(update={"status": DeploymentStatus(
+        artifact={"name": "other", "uid": "o1", "specDigest": D2}, history=first.history)})
+    p = plan(away, "app", replaced, "t3")
+    assert p.blocked is not None and p.blocked[0] == "ArtifactReplaced"
+    # Promoted explicitly: rolls out, recorded as a switch to a new object.
+    body = ran.to_dict()
+    body["spec"]["artifactRef"]["uid"] = "a2"
+    promoted = Deployment.model_validate(body)
+    p = plan(promoted, "app", replaced, "t4")
+    assert p.blocked is None and [e.action for e in p.new_entries] == ["ArtifactSwitched"]
+    assert "a new object under the name of an earlier one (uid a1 -> a2)" in (p.new_entries[0].message or "")
+    assert p.new_entries[0].artifact_uid == "a2"
+    # spec.artifactRef.uid names an object that is not the one there.
+    p = plan(promoted, "app", _with_uid(artifact(), "a3"), "t5")
+    assert p.blocked is not None and p.blocked[0] == "ArtifactUidMismatch"
+
+
+def test_governed_pods_are_selected_by_the_deployments_uid() -> None:
+    p = plan(governed(pdb=True), "app", artifact().model_copy(update={"spec": artifact().spec.model_copy(
+        update={"containers": C})}), "t")
+    assert p.service is not None and p.service["spec"]["selector"] == {"kiln.dev/deployment": "prod",
+                                                                       "kiln.dev/owner-uid": "u"}
+    assert p.pdb is not None and p.pdb["spec"]["selector"]["matchLabels"]["kiln.dev/owner-uid"] == "u"
+    assert p.apps["spec"]["template"]["metadata"]["labels"]["kiln.dev/owner-uid"] == "u"
+    assert p.apps["spec"]["selector"] == {"matchLabels": {"kiln.dev/deployment": "prod"}}, "immutable: unchanged"

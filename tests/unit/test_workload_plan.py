@@ -13,8 +13,8 @@ from kiln.controllers.cache import ArtifactView, PodView, artifact_view
 from kiln.controllers.workloads import Plan, plan
 
 PORTS = [{"name": "http", "containerPort": 80}]
-ART = artifact_view({"containers": [{"name": "app", "image": "i:1", "ports": PORTS}]})
-ART2 = artifact_view({"containers": [{"name": "app", "image": "i:2", "ports": PORTS}]})
+ART = artifact_view({"spec": {"containers": [{"name": "app", "image": "i:1", "ports": PORTS}]}})
+ART2 = artifact_view({"spec": {"containers": [{"name": "app", "image": "i:2", "ports": PORTS}]}})
 REV = b.revision(ART.digest, None)
 
 
@@ -28,9 +28,9 @@ def workload(replicas: int = 2, state: str = "Running", status: dict[str, Any] |
 
 
 def pod(i: int, rev: str = REV, ready: bool = True, phase: str = "Running", deleting: bool = False,
-        broken: str | None = None, digest: ArtifactView = ART) -> PodView:
+        broken: str | None = None, digest: ArtifactView = ART, owner: str = "u1") -> PodView:
     return PodView(b.workload_pod_name("w", rev, i), rev, b.digest_label(digest.digest), ready, phase, deleting,
-                   broken)
+                   broken, owner)
 
 
 def ready(p: Plan) -> tuple[str, str]:
@@ -112,7 +112,7 @@ def test_pods_are_owned_and_the_service_follows_the_ports() -> None:
 
 
 def test_an_invalid_artifact_keeps_what_runs() -> None:
-    bad = artifact_view({"containers": [{"name": "Bad!", "image": "i"}]})
+    bad = artifact_view({"spec": {"containers": [{"name": "Bad!", "image": "i"}]}})
     p = plan(workload(status={"state": "Running", "replicas": 2}), bad, [pod(0), pod(1)], at="t")
     assert (p.create, p.delete, p.converge_service) == ([], [], False)
     assert ready(p) == ("False", "InvalidArtifact") and p.status.state == WorkloadPhase.RUNNING
@@ -121,3 +121,15 @@ def test_an_invalid_artifact_keeps_what_runs() -> None:
 def test_a_child_that_could_not_be_converged_is_the_status() -> None:
     p = plan(workload(), ART, [pod(0), pod(1)], at="t", problem=("NameConflict", "Service w-dev is not ours"))
     assert ready(p) == ("False", "NameConflict")
+
+
+def test_pods_it_does_not_own_are_neither_counted_nor_deleted() -> None:
+    """A pod that carries the Workload's label without being its child (relabelled, made in advance
+    under the name it needs) is left alone; the name taken is reported."""
+    stranger = pod(5, owner="someone-else")
+    squatter = pod(1, owner="someone-else")
+    p = plan(workload(), ART, [pod(0), stranger, squatter], at="t")
+    assert stranger.name not in p.delete and squatter.name not in p.delete + p.delete_now
+    assert names(p.create) == [], "the squatted name is not created again"
+    assert ready(p) == ("False", "NameConflict") and squatter.name in (p.status.conditions or [])[0].message
+    assert p.status.ready_replicas == 1

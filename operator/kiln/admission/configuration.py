@@ -33,6 +33,12 @@ WEBHOOKS: dict[str, tuple[str, list[str]]] = {
 MUTATING_WEBHOOKS: dict[str, tuple[str, list[str]]] = {
     "record-registration": ("artifacts", ["CREATE", "UPDATE"]),
 }
+# Reading Secrets and ConfigMaps through Kiln's pods: checked for the requesting user (a
+# SubjectAccessReview each); fails closed, and only requests that add a reference reach it (REFERENCES).
+REFERENCE_CHECKS: dict[str, tuple[str, list[str]]] = {
+    "check-artifact-references": ("artifacts", ["CREATE", "UPDATE"]),
+    "check-workload-references": ("workloads", ["CREATE", "UPDATE"]),
+}
 # Governed Deployments fail closed: no change to production goes unchecked or unaudited.
 GOVERNANCE_VALIDATING: dict[str, tuple[str, list[str]]] = {
     "validate-deployment": ("deployments", ["CREATE", "UPDATE"]),
@@ -51,6 +57,29 @@ SPEC_CHANGED = [{"name": "spec-changed",
 ARTIFACT_MATCH = [{"name": "deletion-or-registered-spec-change",
                    "expression": "request.operation == 'DELETE' || (object.spec != oldObject.spec"
                                  " && has(oldObject.spec.lifecycle) && oldObject.spec.lifecycle == 'Registered')"}]
+
+
+def _reads(containers: str) -> str:
+    return (f"({containers}.exists(c, has(c.envFrom) || (has(c.env) && c.env.exists(e, has(e.valueFrom)))))")
+
+
+# The operator itself (it may `reconcile` Kiln's objects) creates the Artifact of a Workload's inline
+# artifact: the Workload's author was checked.
+NOT_THE_OPERATOR = {"name": "not-the-operator", "expression": (
+    f"!authorizer.group('{GROUP}').resource(request.resource.resource).namespace(request.namespace)"
+    f".check('{VERB_RECONCILE}').allowed()")}
+REFERENCES = {
+    "check-artifact-references": [SPEC_CHANGED[0], NOT_THE_OPERATOR, {
+        "name": "reads-secrets-or-configmaps",
+        "expression": f"has(object.spec.containers) && {_reads('object.spec.containers')}"}],
+    "check-workload-references": [SPEC_CHANGED[0], NOT_THE_OPERATOR, {
+        "name": "names-an-artifact-or-reads-secrets-or-configmaps",
+        "expression": (
+            "has(object.spec.artifactRef) ? (oldObject == null || !has(oldObject.spec.artifactRef)"
+            " || oldObject.spec.artifactRef.name != object.spec.artifactRef.name)"
+            " : (has(object.spec.artifact) && has(object.spec.artifact.containers)"
+            f" && {_reads('object.spec.artifact.containers')})")}],
+}
 
 
 def _annotation(obj: str, key: str) -> str:
@@ -77,9 +106,12 @@ AUDIT_MATCH = [
 ]
 
 
-def _webhooks(hooks: dict[str, tuple[str, list[str]]], client_config: Body, **extra: Any) -> list[Body]:
+def _webhooks(hooks: dict[str, tuple[str, list[str]]], client_config: Body,
+              conditions: dict[str, list[Body]] | None = None, **extra: Any) -> list[Body]:
     out = []
     for hid, (plural, ops) in hooks.items():
+        if conditions is not None:
+            extra = {**extra, "matchConditions": conditions[hid]}
         cc = dict(client_config)
         if "url" in cc:
             cc["url"] = cc["url"].rstrip("/") + f"/{hid}"
@@ -111,7 +143,8 @@ def webhook_configurations(client_config: Body, name: str) -> tuple[Body, Body]:
     validating = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
                   "metadata": meta, "webhooks": _webhooks(WEBHOOKS, client_config, matchConditions=ARTIFACT_MATCH)
                   + _webhooks(GOVERNANCE_VALIDATING, client_config, failurePolicy="Fail",
-                              matchConditions=SPEC_CHANGED)}
+                              matchConditions=SPEC_CHANGED)
+                  + _webhooks(REFERENCE_CHECKS, client_config, REFERENCES, failurePolicy="Fail")}
     mutating = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
                 "metadata": meta, "webhooks": _webhooks(MUTATING_WEBHOOKS, client_config, failurePolicy="Fail",
                                                         matchConditions=REGISTRATION_MATCH,
@@ -190,7 +223,39 @@ def spec_policy(name: str) -> tuple[Body, Body]:
 def policies(prefix: str) -> list[Body]:
     """Every ValidatingAdmissionPolicy Kiln ships, with its binding, named ``<prefix>-status`` and
     ``<prefix>-specs``."""
-    return [*status_policy(f"{prefix}-status"), *spec_policy(f"{prefix}-specs")]
+    return [*status_policy(f"{prefix}-status"), *spec_policy(f"{prefix}-specs"),
+            *orphan_policy(f"{prefix}-no-orphans")]
+
+
+def orphan_policy(name: str) -> tuple[Body, Body]:
+    """A ValidatingAdmissionPolicy: a governed Deployment is never deleted leaving production running
+    without it (``kubectl delete --cascade=orphan``, or the ``orphan`` finalizer), which would leave the
+    apps/v1 Deployment unowned and its audit trail gone. Scale it to zero or delete it with its children."""
+    meta = {"name": name, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}}
+    why = ("would leave its apps/v1 Deployment running in production without its governance and audit trail; "
+           "delete it with its children (--cascade=background or foreground) or scale it to 0 first")
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": meta,
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [GROUP], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"],
+                "resources": [DEPLOYMENTS]}]},
+            "validations": [{
+                "expression": ("request.operation != 'DELETE' || !has(request.options) || "
+                               "((!has(request.options.propagationPolicy) || request.options.propagationPolicy "
+                               "!= 'Orphan') && (!has(request.options.orphanDependents) || "
+                               "!request.options.orphanDependents))"),
+                "messageExpression": f"'deleting Deployment ' + request.name + ' with orphaned children {why}'",
+                "reason": "Forbidden"}, {
+                "expression": ("request.operation == 'DELETE' || !has(object.metadata.finalizers) || "
+                               "!('orphan' in object.metadata.finalizers)"),
+                "messageExpression": (f"'metadata.finalizers: the orphan finalizer on Deployment ' + request.name"
+                                      f" + ' {why}'"),
+                "reason": "Forbidden"}]}}
+    binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+               "metadata": meta, "spec": {"policyName": name, "validationActions": ["Deny"]}}
+    return policy, binding
 
 
 def status_policy(name: str) -> tuple[Body, Body]:

@@ -57,13 +57,17 @@ class Review:
     obj: Body  # the new object, or the old one for DELETE
     old: Body | None
     username: str
+    user: Body  # the request's userInfo: username, uid, groups, extra
+    kind: str = ""
 
     @classmethod
     def of(cls, request: Body) -> Review:
         obj = request.get("object") or request.get("oldObject") or {}
+        user = dict(request.get("userInfo") or {})
         return cls(operation=request["operation"], name=request.get("name") or obj["metadata"].get("name", ""),
                    namespace=request.get("namespace") or "", obj=obj, old=request.get("oldObject"),
-                   username=str((request.get("userInfo") or {}).get("username") or "unknown"))
+                   username=str(user.get("username") or "unknown"), user=user,
+                   kind=str((request.get("kind") or {}).get("kind") or ""))
 
     @property
     def spec(self) -> Body:
@@ -164,6 +168,76 @@ def audit_deployment(r: Review) -> Changes:
     return changes
 
 
+# --- what the pods would read: Secrets and ConfigMaps ---------------------------------------------------
+
+def references(containers: list[Body], at: str) -> dict[tuple[str, str], str]:
+    """The Secrets and ConfigMaps that containers read: (resource, name) -> the first field naming it."""
+    out: dict[tuple[str, str], str] = {}
+    for i, c in enumerate(containers):
+        for j, e in enumerate(c.get("env") or []):
+            for key, resource in (("secretKeyRef", "secrets"), ("configMapKeyRef", "configmaps")):
+                name = ((e.get("valueFrom") or {}).get(key) or {}).get("name")
+                if name:
+                    out.setdefault((resource, name), f"{at}containers[{i}].env[{j}].valueFrom.{key}")
+        for j, e in enumerate(c.get("envFrom") or []):
+            for key, resource in (("secretRef", "secrets"), ("configMapRef", "configmaps")):
+                name = (e.get(key) or {}).get("name")
+                if name:
+                    out.setdefault((resource, name), f"{at}containers[{i}].envFrom[{j}].{key}")
+    return out
+
+
+def may_read(r: Review, resource: str, name: str) -> bool:
+    """Whether the user of the request may ``get`` that Secret or ConfigMap (a SubjectAccessReview)."""
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
+        "user": r.user.get("username"), "uid": r.user.get("uid"), "groups": r.user.get("groups") or [],
+        "extra": r.user.get("extra") or {},
+        "resourceAttributes": {"namespace": r.namespace, "verb": "get", "resource": resource, "name": name}}}
+    answer: Any = _kube().authorization().create_subject_access_review(review)
+    return bool(answer.status.allowed)
+
+
+def check_readable(r: Review, what: str, refs: dict[tuple[str, str], str],
+                   before: dict[tuple[str, str], str] | None = None) -> None:
+    """Refuse the request unless its user may read every Secret and ConfigMap the pods would read (those
+    already referenced before this change excepted: nothing new is exposed)."""
+    for (resource, name), field in refs.items():
+        if before is not None and (resource, name) in before:
+            continue
+        if not may_read(r, resource, name):
+            kind = "Secret" if resource == "secrets" else "ConfigMap"
+            raise Denied(f"{what}: {field}: {r.username} may not get {kind} {name} in namespace {r.namespace}, "
+                         f"and the pods would read it: reference a {kind} you may read", code=403)
+
+
+def _artifact_containers(namespace: str, name: str) -> list[Body] | None:
+    body = _kube().get_kiln(ARTIFACTS, namespace, name)
+    return None if body is None else list((body.get("spec") or {}).get("containers") or [])
+
+
+def check_references(r: Review) -> None:
+    """Whoever creates or changes an Artifact or a Workload may read every Secret and ConfigMap its
+    pods would read: Kiln's pods must not read for users what they could not read themselves."""
+    if r.kind == "Artifact":
+        refs = references(list(r.spec.get("containers") or []), "spec.")
+        before = references(list(r.old_spec.get("containers") or []), "spec.") if r.old else None
+        return check_readable(r, f"Artifact {r.name}", refs, before)
+    inline = r.spec.get("artifact")
+    if inline is not None:
+        old_inline = r.old_spec.get("artifact") if r.old else None
+        return check_readable(r, f"Workload {r.name}", references(list(inline.get("containers") or []),
+                                                                  "spec.artifact."),
+                              None if old_inline is None else references(list(old_inline.get("containers") or []),
+                                                                         "spec.artifact."))
+    ref = (r.spec.get("artifactRef") or {}).get("name")
+    if not ref or (r.old is not None and (r.old_spec.get("artifactRef") or {}).get("name") == ref):
+        return None  # the same Artifact as before: nothing new is read
+    containers = _artifact_containers(r.namespace, ref)
+    if containers is not None:  # a missing Artifact: the Workload waits for it, and whoever creates it is checked
+        check_readable(r, f"Workload {r.name}", references(containers, f"Artifact {ref}: spec."))
+    return None
+
+
 def validate_deployment(r: Review) -> None:
     if not r.spec_changed:
         return  # metadata, finalizers: never block the operator's own writes
@@ -178,6 +252,10 @@ def validate_deployment(r: Review) -> None:
     if not artifact.spec.registered:
         raise Denied(f"Deployment {r.name}: Artifact {art_name} is {Lifecycle.DRAFT}; register it first: "
                      + register_command(art_name))
+    if r.operation == "CREATE" or (r.old_spec.get("artifactRef") or {}).get("name") != art_name:
+        # Production pods read them for whoever puts the Artifact into production.
+        check_readable(r, f"Deployment {r.name}", references([c.to_dict() for c in artifact.spec.containers],
+                                                             f"Artifact {art_name}: spec."))
 
 
 # The webhook paths: each request is answered in its connection's thread of the webhook server.
@@ -186,6 +264,8 @@ HANDLERS: dict[str, Callable[[Review], Changes | None]] = {
     "record-registration": record_registration,
     "audit-deployment": audit_deployment,
     "validate-deployment": validate_deployment,
+    "check-artifact-references": check_references,
+    "check-workload-references": check_references,
 }
 
 

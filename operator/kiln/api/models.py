@@ -110,6 +110,7 @@ MAX_REPLICAS = 100
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 ShortText = Annotated[str, StringConstraints(max_length=1024)]
+Uid = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Arg = Annotated[str, StringConstraints(max_length=32768)]
 DateTime = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 
@@ -556,6 +557,12 @@ class ArtifactReference(KilnModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(
         description="Name of the Artifact."
     )
+    uid: Uid | None = Field(
+        None,
+        description="Run only the Artifact object with this uid. A governed Deployment pins the object it "
+        "promoted; when the name is reused by another object (deleted and recreated), naming the new "
+        "object's uid here promotes it.",
+    )
 
 
 class WorkloadReference(KilnModel):
@@ -694,6 +701,7 @@ class WorkloadArtifactStatus(KilnModel):
     """The Artifact a Workload is running."""
 
     name: Name | None = Field(None, description="Name of the Artifact.")
+    uid: Uid | None = Field(None, description="Its uid: the object the pods run.")
     lifecycle: Lifecycle | None = Field(None, description="Its lifecycle when last observed.")
     spec_digest: Annotated[str, StringConstraints(max_length=128)] | None = Field(
         None, description="Digest of the artifact spec the pods run."
@@ -767,6 +775,7 @@ class DeploymentArtifactStatus(KilnModel):
     """The Artifact a Deployment runs, pinned by digest."""
 
     name: Name | None = Field(None, description="Name of the Artifact.")
+    uid: Uid | None = Field(None, description="Its uid: the object pinned (a reused name is another object).")
     spec_digest: Annotated[str, StringConstraints(max_length=128)] | None = Field(
         None, description="Digest of the registered spec pinned by the Deployment."
     )
@@ -789,6 +798,7 @@ class HistoryEntry(KilnModel):
     )
     actor: ShortText | None = Field(None, description="Who did it (user name), when known.")
     artifact: Name | None = Field(None, description="The Artifact deployed after the action.")
+    artifact_uid: Uid | None = Field(None, description="Its uid.")
     digest: Annotated[str, StringConstraints(max_length=128)] | None = Field(
         None, description="Its spec digest."
     )

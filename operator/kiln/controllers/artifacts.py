@@ -58,7 +58,7 @@ async def artifact_changed(body: kopf.Body, namespace: str | None, name: str, re
     # Workloads' own resume handlers do it.)
     if reason != "resume":
         await workloads.reconcile_users(rt, namespace, name, logger)
-    view = rt.indexes.artifacts.one((namespace, name)) or artifact_view(body.get("spec") or {})
+    view = rt.indexes.artifacts.one((namespace, name)) or artifact_view(body)
     meta = ObjectMeta.model_validate(body["metadata"])
     old = status_of(ArtifactStatus, body)
     await rt.in_thread(kube.write_status, ARTIFACTS, meta, old,

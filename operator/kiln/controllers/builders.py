@@ -20,6 +20,7 @@ from kiln.names import (
     L_DIGEST,
     L_IMPORTANCE,
     L_INDEX,
+    L_OWNER_UID,
     L_REVISION,
     L_WORKLOAD,
     MANAGED_BY,
@@ -170,12 +171,20 @@ CONTAINER_DEFAULTS: Body = {"terminationMessagePath": "/dev/termination-log",
 
 
 def deployment_selector(name: str) -> dict[str, str]:
+    """The apps/v1 Deployment's selector (immutable once created)."""
     return {L_DEPLOYMENT: name}
 
 
-def apps_deployment(name: str, artifact: str, spec_containers: Sequence[Container], digest: str, replicas: int,
-                    importance: str) -> Body:
-    """The apps/v1 Deployment that runs a governed Deployment's pinned, registered spec."""
+def deployment_pods(name: str, uid: str) -> dict[str, str]:
+    """What the Service and the PodDisruptionBudget of a governed Deployment select: its own pods, by
+    the Deployment's uid as well as its name (a pod that merely copies the name label is not one)."""
+    return {L_DEPLOYMENT: name, L_OWNER_UID: uid}
+
+
+def apps_deployment(name: str, uid: str, artifact: str, spec_containers: Sequence[Container], digest: str,
+                    replicas: int, importance: str) -> Body:
+    """The apps/v1 Deployment that runs a governed Deployment's pinned, registered spec (``uid``: the
+    governed Deployment's)."""
     pod = pod_spec(spec_containers)
     pod.update(POD_DEFAULTS)
     for c in pod["containers"]:
@@ -183,7 +192,7 @@ def apps_deployment(name: str, artifact: str, spec_containers: Sequence[Containe
             c.setdefault(k, v)
         c.setdefault("imagePullPolicy", "Always" if c["image"].endswith(":latest") or ":" not in
                      c["image"].rsplit("/", 1)[-1] else "IfNotPresent")
-    labels = {**common_labels(artifact, name, "deployment"), **deployment_selector(name),
+    labels = {**common_labels(artifact, name, "deployment"), **deployment_pods(name, uid),
               L_DIGEST: digest_label(digest), L_IMPORTANCE: importance}
     return {
         "apiVersion": "apps/v1",
@@ -200,11 +209,11 @@ def apps_deployment(name: str, artifact: str, spec_containers: Sequence[Containe
     }
 
 
-def pod_disruption_budget(name: str, artifact: str, min_available: int | str) -> Body:
+def pod_disruption_budget(name: str, uid: str, artifact: str, min_available: int | str) -> Body:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": {"name": name, "labels": {**common_labels(artifact, name, "deployment"),
                                               **deployment_selector(name)}},
-        "spec": {"minAvailable": min_available, "selector": {"matchLabels": deployment_selector(name)}},
+        "spec": {"minAvailable": min_available, "selector": {"matchLabels": deployment_pods(name, uid)}},
     }

@@ -107,6 +107,30 @@ class Index(Generic[V]):
                 self._remove(uid)
         return len(gone)
 
+    def uids(self) -> frozenset[str]:
+        """The objects indexed now: what a resync's LIST, started after this, must find again."""
+        with self._lock:
+            return frozenset(self._key_of)
+
+    def drop_absent(self, before: Iterable[str], listed: Iterable[str]) -> list[tuple[str, Key, V]]:
+        """A resync: drop the entries of objects that were indexed ``before`` a LIST began and are not
+        in it (``listed``: the uids it returned), the deletions no watch event reported (a watch that
+        re-lists after 410 Gone emits no DELETED for what vanished meanwhile). Entries indexed after the
+        LIST began (a watch event may bring an object newer than the LIST) are kept; so are those a
+        watch event removed meanwhile. Returns the dropped (uid, key, entry)s."""
+        gone = set(before).difference(listed)
+        dropped: list[tuple[str, Key, V]] = []
+        with self._lock:
+            for uid in gone:
+                key = self._key_of.get(uid)
+                if key is None:  # deleted by a watch event meanwhile
+                    continue
+                value = self._by_key[key][uid]
+                self._unconfirmed.pop(uid, None)
+                self._remove(uid)
+                dropped.append((uid, key, value))
+        return dropped
+
 
 def deleted(type: str | None, **_: Any) -> bool:
     """A ``when=`` filter for kopf event handlers: the object is gone."""
@@ -143,6 +167,7 @@ class PodView(NamedTuple):
     phase: str | None
     deleting: bool
     broken: str | None  # "container app: CrashLoopBackOff (back-off restarting failed container)"
+    owner: str | None = None  # the uid of its controller (a Workload's pods are matched by it, not by label)
 
     @property
     def quiet(self) -> bool:
@@ -157,8 +182,9 @@ def pod_view(pod: Body) -> PodView:
     broken = next((f"container {cs.get('name')}: {w['reason']}" + (f" ({w['message']})" if w.get("message") else "")
                    for cs in status.get("containerStatuses") or []
                    if (w := (cs.get("state") or {}).get("waiting") or {}).get("reason") in BROKEN), None)
+    owner = next((str(r.get("uid")) for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
     return PodView(meta["name"], labels.get(names.L_REVISION), labels.get(names.L_DIGEST), ready,
-                   status.get("phase"), bool(meta.get("deletionTimestamp")), broken)
+                   status.get("phase"), bool(meta.get("deletionTimestamp")), broken, owner)
 
 
 class ServiceView(NamedTuple):
@@ -186,14 +212,20 @@ class ArtifactView:
     spec: ArtifactSpec | None
     digest: str
     problem: str | None  # why the spec is invalid (then spec is None)
+    uid: str = ""
+    created: str = ""  # creationTimestamp
+    created_by_workload: str | None = None  # the annotation of an Artifact made from an inline one
 
 
-def artifact_view(spec: Body) -> ArtifactView:
+def artifact_view(art: Body) -> ArtifactView:
+    meta = art.get("metadata") or {}
+    ident = (str(meta.get("uid") or ""), str(meta.get("creationTimestamp") or ""),
+             (meta.get("annotations") or {}).get(names.A_CREATED_BY_WORKLOAD))
     try:
-        parsed = ArtifactSpec.model_validate(spec)
+        parsed = ArtifactSpec.model_validate(art.get("spec") or {})
     except pydantic.ValidationError as e:
-        return ArtifactView(None, "", problems(e))
-    return ArtifactView(parsed, spec_digest(parsed), None)
+        return ArtifactView(None, "", problems(e), *ident)
+    return ArtifactView(parsed, spec_digest(parsed), None, *ident)
 
 
 def _key(obj: Body, of: str) -> Key:
@@ -209,7 +241,7 @@ def _service_entry(svc: Body) -> tuple[Key, ServiceView]:
 
 
 def _artifact_entry(art: Body) -> tuple[Key, ArtifactView]:
-    return _key(art, art["metadata"]["name"]), artifact_view(art.get("spec") or {})
+    return _key(art, art["metadata"]["name"]), artifact_view(art)
 
 
 def workload_artifact(wl: Body) -> str:

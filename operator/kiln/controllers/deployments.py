@@ -37,7 +37,17 @@ from kiln.api.models import (
 from kiln.controllers import builders as b
 from kiln.controllers import runtime
 from kiln.controllers.conditions import AVAILABLE, PROGRESSING, READY, condition, get, merge, now
-from kiln.names import A_CHANGED_BY, A_DESIRED, ARTIFACTS, DEPLOYMENTS, GROUP, L_DEPLOYMENT, VERSION, WORKLOADS
+from kiln.names import (
+    A_CHANGED_BY,
+    A_DESIRED,
+    ARTIFACTS,
+    DEPLOYMENTS,
+    GROUP,
+    L_DEPLOYMENT,
+    L_OWNER_UID,
+    VERSION,
+    WORKLOADS,
+)
 
 Body = dict[str, Any]
 
@@ -48,6 +58,7 @@ class Plan:
 
     blocked: tuple[str, str] | None = None  # (reason, message)
     artifact: str = ""
+    uid: str = ""
     digest: str = ""
     replicas: int = 0
     history: list[HistoryEntry] = field(default_factory=list)  # the whole trail, new entries last
@@ -57,30 +68,50 @@ class Plan:
     pdb: Body | None = None
 
 
-def history_entries(dep: Deployment, art_name: str, digest: str, replicas: int, at: str) -> list[HistoryEntry]:
-    """What changed since the last audited state: creation, an artifact switch, a scale (pure)."""
+def history_entries(dep: Deployment, art_name: str, uid: str, digest: str, replicas: int,
+                    at: str) -> list[HistoryEntry]:
+    """What changed since the last audited state: creation, an artifact switch (another name, or another
+    object under the same name), a scale (pure)."""
     history = dep.status.history or []
     actor = dep.metadata.annotations.get(A_CHANGED_BY) or "unknown"
 
     def entry(action: HistoryAction, message: str) -> HistoryEntry:
-        return HistoryEntry(time=at, actor=actor, artifact=art_name, digest=digest, replicas=replicas,
-                            action=action, message=message)
+        return HistoryEntry(time=at, actor=actor, artifact=art_name, artifact_uid=uid or None, digest=digest,
+                            replicas=replicas, action=action, message=message)
 
     if not history:
         return [entry(HistoryAction.CREATED,
                       f"created with Artifact {art_name} ({digest[:19]}), {replicas} replica(s)")]
     last = history[-1]
     out = []
-    if last.artifact != art_name or last.digest != digest:
-        out.append(entry(HistoryAction.ARTIFACT_SWITCHED, f"Artifact {last.artifact} -> {art_name} ({digest[:19]})"))
+    if last.artifact != art_name or last.digest != digest or last.artifact_uid not in (None, uid):
+        earlier = earlier_object(dep, art_name, uid)
+        out.append(entry(HistoryAction.ARTIFACT_SWITCHED, f"Artifact {last.artifact} -> {art_name} ({digest[:19]})"
+                         + (f", a new object under the name of an earlier one (uid {earlier} -> {uid})"
+                            if earlier else "")))
     if last.replicas != replicas:
         out.append(entry(HistoryAction.SCALED, f"replicas {last.replicas} -> {replicas}"))
     return out
 
 
+def earlier_object(dep: Deployment, art_name: str, uid: str) -> str | None:
+    """The uid of another object named ``art_name`` that this Deployment ran before (its pin or its
+    audit trail), if any: the name has been reused (pure)."""
+    pinned = dep.status.artifact
+    seen = [(pinned.name, pinned.uid)] if pinned is not None else []
+    seen += [(h.artifact, h.artifact_uid) for h in reversed(dep.status.history or [])]
+    # The latest record of the name decides: once the new object has run here, it is the one.
+    latest = next((u for n, u in seen if n == art_name and u is not None), None)
+    return latest if latest not in (None, uid) else None
+
+
 def plan(dep: Deployment, art_name: str | None, artifact: Artifact | None, at: str) -> Plan:
     """The decision table of a governed Deployment (pure). ``art_name``: the Artifact its spec names
-    (None: its workloadRef names a Workload that does not exist); ``artifact``: that Artifact, if it exists."""
+    (None: its workloadRef names a Workload that does not exist); ``artifact``: that Artifact, if it exists.
+
+    Content is identified by object and digest, not by name: the pin holds for the object it was made
+    with (its uid), and an object that reuses the name of one this Deployment ran (deleted and recreated
+    with other content) runs only once promoted explicitly, by its uid in ``spec.artifactRef.uid``."""
     meta, spec = dep.metadata, dep.spec
     if art_name is None:
         return Plan(("WorkloadNotFound", f"Workload {spec.workload_ref.name if spec.workload_ref else ''} not found"))
@@ -89,20 +120,31 @@ def plan(dep: Deployment, art_name: str | None, artifact: Artifact | None, at: s
     if not artifact.spec.registered:
         return Plan(("ArtifactNotRegistered",
                      f"Artifact {art_name} is {Lifecycle.DRAFT}: register it first ({register_command(art_name)})"))
-    digest = spec_digest(artifact.spec)
+    digest, uid = spec_digest(artifact.spec), artifact.metadata.uid
+    wanted_uid = spec.artifact_ref.uid if spec.artifact_ref else None
+    if wanted_uid is not None and wanted_uid != uid:
+        return Plan(("ArtifactUidMismatch", f"Artifact {art_name} is the object {uid}, not {wanted_uid} "
+                                            "(spec.artifactRef.uid): refusing to roll out"))
+    reused = earlier_object(dep, art_name, uid)
+    if reused is not None and wanted_uid != uid:
+        return Plan(("ArtifactReplaced", f"Artifact {art_name} is a new object (uid {uid}) under the name of the one "
+                                         f"this Deployment ran (uid {reused}): production keeps running what it "
+                                         f"runs; to promote the new object set spec.artifactRef.uid to {uid}"))
     pinned = dep.status.artifact
-    if pinned is not None and pinned.name == art_name and pinned.spec_digest not in (None, digest):
+    if pinned is not None and pinned.name == art_name and pinned.uid in (None, uid) \
+            and pinned.spec_digest not in (None, digest):
         return Plan(("DigestMismatch", f"Artifact {art_name} now hashes to {digest[:19]}, "
                                        f"not the pinned {(pinned.spec_digest or '')[:19]}: refusing to roll out"))
-    new_entries = history_entries(dep, art_name, digest, spec.replicas, at)
+    new_entries = history_entries(dep, art_name, uid, digest, spec.replicas, at)
     containers = artifact.spec.containers
     pdb = spec.pod_disruption_budget
     return Plan(
-        artifact=art_name, digest=digest, replicas=spec.replicas, new_entries=new_entries,
+        artifact=art_name, uid=uid, digest=digest, replicas=spec.replicas, new_entries=new_entries,
         history=((dep.status.history or []) + new_entries)[-MAX_HISTORY:],
-        apps=b.apps_deployment(meta.name, art_name, containers, digest, spec.replicas, spec.importance.value),
-        service=b.service(meta.name, art_name, "deployment", b.deployment_selector(meta.name), containers),
-        pdb=b.pod_disruption_budget(meta.name, art_name, pdb.min_available) if pdb else None)
+        apps=b.apps_deployment(meta.name, meta.uid, art_name, containers, digest, spec.replicas,
+                               spec.importance.value),
+        service=b.service(meta.name, art_name, "deployment", b.deployment_pods(meta.name, meta.uid), containers),
+        pdb=b.pod_disruption_budget(meta.name, meta.uid, art_name, pdb.min_available) if pdb else None)
 
 
 def blocked_status(dep: Deployment, reason: str, msg: str, at: str) -> DeploymentStatus:
@@ -145,7 +187,8 @@ def rollout_status(dep: Deployment, todo: Plan, apps: Body | None, at: str) -> D
     conditions, ready = rollout_conditions(apps, todo.replicas, dep.metadata.generation)
     return DeploymentStatus(
         observed_generation=dep.metadata.generation, replicas=todo.replicas, ready_replicas=ready,
-        artifact=DeploymentArtifactStatus(name=todo.artifact, spec_digest=todo.digest), history=todo.history,
+        artifact=DeploymentArtifactStatus(name=todo.artifact, uid=todo.uid or None, spec_digest=todo.digest),
+        history=todo.history,
         conditions=merge(dep.status.conditions, conditions, at))
 
 
@@ -167,17 +210,32 @@ def reconcile(rt: runtime.Runtime, namespace: str, name: str, logger: kopf.Logge
                 condition(READY, False, "InvalidSpec", problems(e), meta.generation)], at)}))
             return
         todo = plan(dep, *_artifact_of(dep), at)
+        if todo.blocked is None and todo.new_entries:
+            # The audit record comes first: no rollout happens without its entry, credited to whoever
+            # made this change, even when a child write fails below.
+            recorded = rollout_status(dep, todo, None, at).model_copy(update={"conditions": merge(
+                dep.status.conditions, [condition(PROGRESSING, True, "Recorded", "; ".join(
+                    e.message or e.action for e in todo.new_entries), dep.metadata.generation)], at)})
+            kube.write_status(DEPLOYMENTS, dep.metadata, dep.status, recorded)
+            dep = dep.model_copy(update={"status": recorded})
+            for entry in todo.new_entries:
+                runtime.event(raw, entry.action, f"{entry.message} by {entry.actor}")
+        apps = None
         if todo.blocked is None:
             try:
                 apps = _converge(raw, dep, todo, logger)
             except kube.ChildConflict as e:
                 todo.blocked = ("NameConflict", str(e))
+            except ApiException as e:
+                if e.status not in (400, 403, 404, 422):
+                    raise  # the API server's trouble: retried
+                # A child the API refuses (a value the CRD's schema admits but its own kind does not):
+                # reported, production kept as it is, retried on the next change.
+                todo.blocked = ("ChildRejected", kube.reason(e))
         if todo.blocked is not None:
             runtime.event(raw, *todo.blocked, warning=True)
             kube.write_status(DEPLOYMENTS, dep.metadata, dep.status, blocked_status(dep, *todo.blocked, at))
             return
-        for entry in todo.new_entries:
-            runtime.event(raw, entry.action, f"{entry.message} by {entry.actor}")
         kube.write_status(DEPLOYMENTS, dep.metadata, dep.status, rollout_status(dep, todo, apps, at))
 
 
@@ -233,11 +291,27 @@ def _converge(raw: Body, dep: Deployment, todo: Plan, logger: kopf.Logger) -> Bo
             logger.warning(f"reverted drift of apps/v1 Deployment {name}: {edited}")
     apps = kube.ensure_child(apps_children, meta, "Deployment", name, todo.apps, live, differs=lambda d, lv: (
         (lv["metadata"].get("annotations") or {}).get(A_DESIRED) != want or bool(tree.drift(d["spec"], lv["spec"]))))
-    core, policy = kube.core(), kube.policy()
-    kube.ensure_child(kube.Children.patched("Service", core, "service"), meta, "Deployment", name, todo.service)
-    kube.ensure_child(kube.Children.patched("PodDisruptionBudget", policy, "pod_disruption_budget"), meta,
-                      "Deployment", name, todo.pdb)
+    pdbs = kube.Children.patched("PodDisruptionBudget", kube.policy(), "pod_disruption_budget")
+    for kind, children, desired in (("Service", kube.Children.patched("Service", kube.core(), "service"), todo.service),
+                                    ("PodDisruptionBudget", pdbs, todo.pdb)):
+        child = kube.read(children, name, meta.namespace)
+        if desired is not None and child is not None and live is not None and not _pods_carry_owner_uid(live):
+            # Made by an earlier Kiln, selecting pods by name only: it selects by uid too once every pod
+            # has the uid label (this rollout adds it), so that no request meanwhile finds no pod.
+            selector = (child["spec"].get("selector") or {})
+            if L_OWNER_UID not in (selector if kind == "Service" else selector.get("matchLabels") or {}):
+                desired["spec"]["selector"] = selector
+        kube.ensure_child(children, meta, "Deployment", name, desired, child)
     return apps
+
+
+def _pods_carry_owner_uid(apps: Body) -> bool:
+    """Whether every pod of a live apps/v1 Deployment has the owner-uid label: its template has it and
+    its rollout is complete."""
+    st, spec = apps.get("status") or {}, apps["spec"]
+    labelled = L_OWNER_UID in ((spec.get("template") or {}).get("metadata") or {}).get("labels", {})
+    return labelled and st.get("observedGeneration") == apps["metadata"].get("generation") \
+        and st.get("updatedReplicas", 0) == st.get("replicas", 0)
 
 
 # --- triggers ----------------------------------------------------------------------------------------

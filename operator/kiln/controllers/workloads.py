@@ -61,13 +61,17 @@ def plan(wl: models.Workload, art: ArtifactView | None, pods: list[PodView], *, 
         return merge(old.conditions, [condition(READY, *ready, gen), condition(AVAILABLE, *available, ready[2], gen),
                                       condition(PROGRESSING, *progressing, gen)], at)
 
+    # Its pods are those it controls: a pod that only carries its label is not one (never deleted,
+    # never counted); one with the name of a pod it needs is a conflict, reported.
+    foreign = [p for p in pods if p.owner != meta.uid]
+    pods = [p for p in pods if p.owner == meta.uid]
     if art is None:
-        msg = f"Artifact {art_name} not found in namespace {meta.namespace}; the workload starts once it exists"
+        reason, msg = problem or ("ArtifactNotFound", f"Artifact {art_name} not found in namespace "
+                                                      f"{meta.namespace}; the workload starts once it exists")
         return Plan(models.WorkloadStatus(
             observed_generation=gen, state=models.WorkloadPhase.PENDING, replicas=0, ready_replicas=0,
             artifact=models.WorkloadArtifactStatus(name=art_name),
-            conditions=conds((False, "ArtifactNotFound", msg), (False, "ArtifactNotFound"),
-                             (False, "ArtifactNotFound", msg))),
+            conditions=conds((False, reason, msg), (False, reason), (False, reason, msg))),
             delete=[p.name for p in pods])
     if art.spec is None:
         msg = f"Artifact {art_name} is invalid: {art.problem}"
@@ -79,6 +83,9 @@ def plan(wl: models.Workload, art: ArtifactView | None, pods: list[PodView], *, 
     running = spec.state != models.DesiredState.STOPPED
     replicas = spec.replicas if running else 0
     wanted = {b.workload_pod_name(meta.name, rev, i): i for i in range(replicas)}
+    taken = [p.name for p in foreign if p.name in wanted]
+    if taken and not problem:
+        problem = ("NameConflict", f"Pod {', '.join(taken)} exists and is not owned by this Workload")
     current = {p.name: p for p in pods if p.name in wanted and not p.deleting}
     stale = [p for p in pods if p.name not in wanted and not p.deleting]
     failed = [p for p in current.values() if p.phase in ("Failed", "Succeeded")]
@@ -98,6 +105,8 @@ def plan(wl: models.Workload, art: ArtifactView | None, pods: list[PodView], *, 
 
     owner = b.owner_reference(meta, "Workload")
     for pod_name, i in wanted.items():
+        if pod_name in taken:
+            continue
         if pod_name not in current or current[pod_name] in failed:
             pod = b.workload_pod(meta.name, art_name, art.spec.containers, art.digest, rev, i)
             pod["metadata"]["ownerReferences"] = [owner]
@@ -129,7 +138,8 @@ def plan(wl: models.Workload, art: ArtifactView | None, pods: list[PodView], *, 
     done = ok and not stale and len(current) == replicas
     out.status = models.WorkloadStatus(
         observed_generation=gen, state=state, replicas=replicas, ready_replicas=ready,
-        artifact=models.WorkloadArtifactStatus(name=art_name, lifecycle=art.spec.lifecycle, spec_digest=art.digest),
+        artifact=models.WorkloadArtifactStatus(name=art_name, uid=art.uid or None, lifecycle=art.spec.lifecycle,
+                                               spec_digest=art.digest),
         restarted_at=restarted_at,
         conditions=conds(
             (ok, reason, msg),
@@ -169,23 +179,31 @@ def _reconcile(rt: runtime.Runtime, ns: str, name: str, logger: kopf.Logger, bod
         return
     key = (ns, name)
     art = rt.indexes.artifacts.one((ns, wl.artifact_name))
-    if wl.spec.artifact is not None and art is None:
-        art = _create_inline_artifact(raw, wl, logger)
+    conflict = None
+    if wl.spec.artifact is not None:
+        made = False
+        if art is None:
+            art, made = _create_inline_artifact(raw, wl, logger)
+        if art is not None and not made and not _made_for(wl, raw, art):
+            conflict = ("ArtifactConflict", f"Artifact {wl.artifact_name} exists and was not made from this "
+                                            "Workload's spec.artifact: nothing runs; delete that Artifact or "
+                                            "rename the Workload")
+            art = None
     at = now()
-    todo = plan(wl, art, rt.indexes.pods.get(key), at=at)
+    todo = plan(wl, art, rt.indexes.pods.get(key), at=at, problem=conflict)
     for pod in todo.delete:
         _delete_pod(ns, pod, grace=None)
     for pod in todo.delete_now:
         _delete_pod(ns, pod, grace=0)
-    for created in todo.create:
-        # 409: it exists already, or the failed one it replaces is still terminating (the next event retries).
-        reply = kube.ignore(409)(kube.core().create_namespaced_pod)(ns, created, _preload_content=False)
-        if reply is not None:
-            kube.unread(reply)
-    problem = _converge_service(wl, todo, rt.indexes.services.one(key)) if todo.converge_service else None
+    taken = [created["metadata"]["name"] for created in todo.create if not _create_pod(ns, created, wl.metadata.uid)]
+    problem = ("NameConflict", f"Pod {', '.join(taken)} exists and is not owned by this Workload") if taken else None
+    if todo.converge_service:
+        problem = _converge_service(wl, todo, rt.indexes.services.one(key)) or problem
     if problem:
         runtime.event(raw, *problem, warning=True)
         todo = replace(todo, status=plan(wl, art, rt.indexes.pods.get(key), at=at, problem=problem).status)
+    elif conflict:
+        runtime.event(raw, *conflict, warning=True)
     for ev in todo.events:
         runtime.event(raw, ev.reason, ev.message, ev.warning)
     kube.write_status(names.WORKLOADS, wl.metadata, wl.status, todo.status)
@@ -193,9 +211,33 @@ def _reconcile(rt: runtime.Runtime, ns: str, name: str, logger: kopf.Logger, bod
         raise kopf.TemporaryError(problem[1], delay=10)
 
 
-def _create_inline_artifact(raw: Body, wl: models.Workload, logger: kopf.Logger) -> ArtifactView | None:
+def _create_pod(ns: str, pod: Body, owner: str) -> bool:
+    """Create a pod; False when its name is taken by a pod this Workload does not own. (409 of its own
+    pod: it exists already, or the failed one it replaces is still terminating; the next event retries.)"""
+    reply = kube.ignore(409)(kube.core().create_namespaced_pod)(ns, pod, _preload_content=False)
+    if reply is not None:
+        kube.unread(reply)
+        return True
+    live = kube.ignore(404)(kube.core().read_namespaced_pod)(pod["metadata"]["name"], ns, _preload_content=False)
+    if live is None:
+        return True  # gone meanwhile: the next event retries
+    return kube.owned_by(json.loads(live.data), owner)
+
+
+def _made_for(wl: models.Workload, raw: Body, art: ArtifactView) -> bool:
+    """Whether an existing Artifact is the one made from this Workload's inline artifact: the object its
+    status recorded; or, before one was recorded, one made for it after it was created (an Artifact
+    someone made in advance under its name is not)."""
+    recorded = wl.status.artifact.uid if wl.status.artifact else None
+    if recorded:
+        return art.uid == recorded
+    return art.created_by_workload == wl.metadata.name and art.created >= str(raw["metadata"].get(
+        "creationTimestamp") or "")
+
+
+def _create_inline_artifact(raw: Body, wl: models.Workload, logger: kopf.Logger) -> tuple[ArtifactView | None, bool]:
     """A Workload with an inline artifact creates the Draft Artifact named after it (no owner:
-    artifacts outlive development workloads)."""
+    artifacts outlive development workloads). Returns it, and whether this call made it."""
     assert wl.spec.artifact is not None
     meta = wl.metadata
     body = {
@@ -207,12 +249,12 @@ def _create_inline_artifact(raw: Body, wl: models.Workload, logger: kopf.Logger)
     }
     created: Body | None = kube.ignore(409)(kube.custom().create_namespaced_custom_object)(
         names.GROUP, names.VERSION, meta.namespace, names.ARTIFACTS, body)
-    if created is None:  # it exists (made by an earlier reconcile, or by its user)
-        created = kube.get_kiln(names.ARTIFACTS, meta.namespace, meta.name)
-    else:
-        runtime.event(raw, "ArtifactCreated", f"created Draft Artifact {meta.name} from spec.artifact")
-        logger.info(f"created Draft Artifact {meta.name}")
-    return None if created is None else artifact_view(created.get("spec") or {})
+    if created is None:  # it exists (made by an earlier reconcile, or by someone else: the caller judges)
+        existing = kube.get_kiln(names.ARTIFACTS, meta.namespace, meta.name)
+        return (None if existing is None else artifact_view(existing)), False
+    runtime.event(raw, "ArtifactCreated", f"created Draft Artifact {meta.name} from spec.artifact")
+    logger.info(f"created Draft Artifact {meta.name}")
+    return artifact_view(created), True
 
 
 def _delete_pod(namespace: str, name: str, grace: int | None) -> None:
