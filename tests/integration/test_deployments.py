@@ -68,7 +68,8 @@ def test_deployment_runs_the_pinned_registered_spec(kube: Kube, operator: Operat
     dep = create(kube, namespace, deployment("prod", artifact_ref="app", replicas=2, importance="Critical",
                                              podDisruptionBudget={"minAvailable": 1}))
     d = wait_ready(kube, namespace, "prod", replicas=2)
-    assert d["status"]["artifact"] == {"name": "app", "specDigest": digest}
+    uid = get(kube, namespace, "artifacts", "app")["metadata"]["uid"]
+    assert d["status"]["artifact"] == {"name": "app", "uid": uid, "specDigest": digest}
     for t in ("Ready", "Available"):
         assert Kube.condition(d, t)["status"] == "True", t
     assert Kube.condition(d, "Progressing")["status"] == "False"
@@ -84,7 +85,7 @@ def test_deployment_runs_the_pinned_registered_spec(kube: Kube, operator: Operat
     assert c.security_context.capabilities.drop == ["ALL"]
     assert c.image == "registry.example/app:1"
     svc = kube.core.read_namespaced_service("prod", namespace)
-    assert svc.spec.selector == {"kiln.dev/deployment": "prod"}
+    assert svc.spec.selector == {"kiln.dev/deployment": "prod", "kiln.dev/owner-uid": d["metadata"]["uid"]}
     pdb = kube.policy.read_namespaced_pod_disruption_budget("prod", namespace)
     assert pdb.spec.min_available == 1 and pdb.metadata.owner_references[0].kind == "Deployment"
 
@@ -113,7 +114,8 @@ def test_switch_artifact_and_scale_are_rolled_out_and_audited(kube: Kube, operat
 
     kube.wait(rolled, what="apps/v1 Deployment rolled to v2")
     d = wait_ready(kube, namespace, "prod")
-    assert d["status"]["artifact"] == {"name": "v2", "specDigest": d2}
+    assert d["status"]["artifact"] == {"name": "v2", "uid": get(kube, namespace, "artifacts", "v2")["metadata"]["uid"],
+                                       "specDigest": d2}
     patch(kube, namespace, "deployments", "prod", {"spec": {"replicas": 3}})
     d = wait_ready(kube, namespace, "prod", replicas=3)
     actions = [(h["action"], h["artifact"], h["replicas"], h["actor"]) for h in d["status"]["history"]]

@@ -241,11 +241,13 @@ def test_webhook_configuration_is_scoped_and_fast(kube: Kube, operator: Operator
     rec = hooks["record-registration.kiln.dev"]
     assert rec.failure_policy == "Fail" and rec.match_conditions
     # Artifact validation does not block users while the operator is down (CEL holds). Workloads have
-    # no webhook: their CRD's schema and CEL rules are all their validation.
+    # no validation webhook (their CRD's schema and CEL rules are all their validation), only the check
+    # that their author may read what their pods would read, for requests that add a reference.
     validating = {h.name: h for h in kube.admission.read_validating_webhook_configuration(
         Operator.WEBHOOK_CONFIG).webhooks}
     assert validating["validate-artifact.kiln.dev"].failure_policy == "Ignore"
-    assert not any("workloads" in rule.resources for h in validating.values() for rule in h.rules)
+    assert [name for name, h in validating.items() for rule in h.rules if "workloads" in rule.resources] == [
+        "check-workload-references.kiln.dev"]
 
 
 def validate_artifact_calls(kube: Kube) -> float:

@@ -95,7 +95,8 @@ def test_inline_artifact_creates_draft_and_runs_pods(kube: Kube, operator: Opera
     assert digest.startswith("sha256:")
 
     st = obj["status"]
-    assert st["artifact"] == {"name": "my-app", "lifecycle": "Draft", "specDigest": digest}
+    assert st["artifact"] == {"name": "my-app", "uid": art["metadata"]["uid"], "lifecycle": "Draft",
+                              "specDigest": digest}
     assert st["replicas"] == 2
     ready = Kube.condition(obj, "Ready")
     assert ready and ready["status"] == "True" and ready["observedGeneration"] == obj["metadata"]["generation"]

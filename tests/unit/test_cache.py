@@ -75,3 +75,51 @@ def test_pages_follow_the_continue_token() -> None:
 
     assert list(pages(fetch, size=2)) == [[{"n": 1}, {"n": 2}], [{"n": 3}]]
     assert calls == [(2, None), (2, "t1")]
+
+
+def test_a_resync_drops_what_its_list_no_longer_has() -> None:
+    """Deletions no watch event reported (a re-list after 410 Gone): gone from the LIST, dropped from
+    the index, each returned with its key (whose Workload is then reconciled)."""
+    idx: Index[str] = Index(entry)
+    idx.observe(None, obj("1", name="kept"))
+    idx.observe(None, obj("2", name="gone"))
+    idx.observe(None, obj("3", name="gone-too", key="b"))
+    before = idx.uids()
+    assert before == {"1", "2", "3"}
+    assert sorted(idx.drop_absent(before, listed=["1"])) == [("2", ("ns", "a"), "gone"),
+                                                             ("3", ("ns", "b"), "gone-too")]
+    assert idx.get(("ns", "a")) == ["kept"] and idx.get(("ns", "b")) == [] and len(idx) == 1
+    assert idx.drop_absent(idx.uids(), listed=["1"]) == []  # nothing more to drop
+
+
+def test_a_resync_keeps_what_was_indexed_after_its_list_began() -> None:
+    """A pod created while the LIST runs (not in it) and already indexed from its watch event stays."""
+    idx: Index[str] = Index(entry)
+    idx.observe(None, obj("1", name="old"))
+    before = idx.uids()
+    idx.observe("ADDED", obj("2", name="new"))  # during the LIST, which did not see it
+    assert idx.drop_absent(before, listed=["1"]) == []
+    assert sorted(idx.get(("ns", "a"))) == ["new", "old"]
+
+
+def test_a_resync_leaves_what_the_watch_changed_meanwhile() -> None:
+    """Deleted by a watch event during the LIST: not dropped twice (nor returned); updated during it:
+    the watch's newer entry stays."""
+    idx: Index[str] = Index(entry)
+    idx.observe(None, obj("1", name="deleted"))
+    idx.observe(None, obj("2", name="v1"))
+    before = idx.uids()
+    idx.observe("DELETED", obj("1", name="deleted"))
+    idx.observe("MODIFIED", obj("2", name="v2"))
+    assert idx.drop_absent(before, listed=["2"]) == []
+    assert idx.get(("ns", "a")) == ["v2"]
+
+
+def test_a_resync_drops_primed_entries_the_sweep_would_check() -> None:
+    """A primed entry dropped by a resync is no longer pending for the start-up sweep."""
+    idx: Index[str] = Index(entry)
+    idx.prime([obj("1", name="gone")])
+    assert idx.drop_absent(idx.uids(), listed=[]) == [("1", ("ns", "a"), "gone")]
+    asked: list[str] = []
+    assert idx.sweep(lambda ns, name, uid: asked.append(name) or True) == 0
+    assert asked == []

@@ -373,7 +373,8 @@ def test_workload_schema() -> None:
         },
     ]
     inline, name = root("Workload")["x-kubernetes-validations"]
-    assert inline["rule"].startswith("!has(oldSelf.spec.artifact) || (\n  has(self.spec.artifact)\n")
+    assert inline["rule"].startswith(
+        "!has(oldSelf.spec.artifact) ? !has(self.spec.artifact) : (\n  has(self.spec.artifact)\n")
     assert "self.spec.artifact == oldSelf.spec.artifact" in inline["rule"]
     assert "self.spec.artifact.containers.map(c, c.name) == oldSelf.spec.artifact.containers.map(c, c.name)" in (
         inline["rule"]

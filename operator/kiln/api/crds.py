@@ -387,7 +387,8 @@ def workload_inline_artifact_rule() -> Schema:
             order.append(f"{per.replace('X', 'self')} == {per.replace('X', 'oldSelf')}")
     same = "\n  && ".join(["self.spec.artifact == oldSelf.spec.artifact", *order])
     return {
-        "rule": f"!has(oldSelf.spec.artifact) || (\n  has(self.spec.artifact)\n  && {same}\n)\n",
+        "rule": (f"!has(oldSelf.spec.artifact) ? !has(self.spec.artifact) : (\n  has(self.spec.artifact)\n"
+                 f"  && {same}\n)\n"),
         "message": api.WORKLOAD_INLINE_ARTIFACT_MESSAGE,
         "messageExpression": "'spec.artifact is a creation shortcut and cannot change: edit Artifact '"
         " + self.metadata.name + ' instead (kubectl edit artifact.kiln.dev ' + self.metadata.name + ')'",

@@ -8,6 +8,7 @@ import asyncio
 import contextvars
 import functools
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -24,6 +25,10 @@ T = TypeVar("T")
 # By then kopf has listed every kind (its initial listing confirms each entry still there); what it has
 # not confirmed is checked with a GET.
 SWEEP_AFTER = 120.0
+# Every so often each index is compared with a LIST: a watch that re-lists after 410 Gone reports no
+# deletion of what vanished meanwhile (KILN_RESYNC_SECONDS; 0: never).
+RESYNC_SECONDS = 600.0
+INDEXED = ("pods", "artifacts", "services", "workloads")  # Indexes.all(), in order
 
 
 class ObservedDiffBase(kopf.DiffBaseStorage):
@@ -111,7 +116,10 @@ class Runtime:
     locks: kube.Locks = field(default_factory=kube.Locks)  # one reconcile of an object at a time
     executor: Executor | None = None  # kopf's thread pool, known once kopf has started
     restart_parallelism: int = 8  # Workloads reconciled at once after a change of the Artifact they run
+    resync_interval: float = field(default_factory=lambda: float(os.environ.get("KILN_RESYNC_SECONDS")
+                                                                 or RESYNC_SECONDS))
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
+    _resyncer: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """The one way to a thread: a blocking call in kopf's pool, with the caller's context (kopf's,
@@ -119,11 +127,12 @@ class Runtime:
         call = functools.partial(contextvars.copy_context().run, fn, *args)
         return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
-    def prime(self, logger: kopf.Logger) -> None:
-        """One paged LIST per kind, before kopf starts watching; the watches keep the indexes after."""
+    def _lists(self) -> list[tuple[Callable[..., Any], ...]]:
+        """The LIST calls that fill the indexes, in the order of :meth:`Indexes.all`, once per served
+        namespace (or once for all namespaces)."""
         core, custom, sel = kube.core(), kube.custom(), {"label_selector": names.L_WORKLOAD}
-        idx = self.indexes
         scopes: list[str | None] = [*self.namespaces] or [None]
+        out: list[tuple[Callable[..., Any], ...]] = []
         for ns in scopes:
             if ns is None:
                 lists: tuple[Callable[..., Any], ...] = (
@@ -139,6 +148,13 @@ class Runtime:
                     functools.partial(core.list_namespaced_service, ns, **sel),
                     functools.partial(custom.list_namespaced_custom_object, names.GROUP, names.VERSION, ns,
                                       names.WORKLOADS))
+            out.append(lists)
+        return out
+
+    def prime(self, logger: kopf.Logger) -> None:
+        """One paged LIST per kind, before kopf starts watching; the watches keep the indexes after."""
+        idx = self.indexes
+        for lists in self._lists():
             for index, fetch in zip(idx.all(), lists, strict=True):
                 for page in pages(fetch):
                     index.prime(page)
@@ -172,8 +188,57 @@ class Runtime:
         if dropped:
             logger.info(f"dropped {dropped} index entries of objects deleted while the operator started")
 
+    def resync(self, logger: kopf.Logger,
+               reconcile: Callable[[Runtime, str, str, kopf.Logger], None] | None = None) -> int:
+        """Compare each index with a fresh paged, label-selected LIST: drop the entries of objects deleted
+        without a watch event saying so (see :meth:`Index.drop_absent` for the races), then reconcile the
+        Workloads whose pods, Service or Artifact were among them (a missing pod is recreated, the status
+        corrected). ``reconcile``: :func:`kiln.controllers.workloads.reconcile` unless given. Returns how
+        many entries were dropped."""
+        if reconcile is None:
+            from kiln.controllers import workloads  # here: that module imports this one
+
+            reconcile = workloads.reconcile
+        idx = self.indexes
+        dropped: dict[str, int] = {}
+        affected: set[tuple[str, str]] = set()  # Workloads (namespace, name)
+        for i, (kind, index) in enumerate(zip(INDEXED, idx.all(), strict=True)):
+            before = index.uids()  # before the LIST begins: what was indexed later is never dropped
+            try:
+                listed = {str(obj["metadata"]["uid"]) for lists in self._lists() for page in pages(lists[i])
+                          for obj in page}
+            except Exception as e:  # the API unreachable, a continue token expired: next time
+                logger.warning(f"resync: could not list the {kind}, their index is left as it is: {e}")
+                continue
+            gone = index.drop_absent(before, listed)
+            dropped[kind] = len(gone)
+            for uid, (ns, of), value in gone:
+                if index is idx.pods or index is idx.services:
+                    affected.add((ns, of))
+                elif index is idx.artifacts:
+                    affected.update((ns, wl) for wl in idx.workloads.get((ns, of)))
+                else:  # a Workload: its children go with it (garbage collection)
+                    affected.discard((ns, str(value)))
+                if index is idx.artifacts or index is idx.workloads:
+                    self.diffbase.forget(uid)
+                    self.progress.forget(uid)
+        total = sum(dropped.values())
+        if not total:
+            logger.debug("resync: the indexes hold no deleted object")
+            return 0
+        logger.info(f"resync: dropped {total} index entries of objects deleted without a watch event ("
+                    + ", ".join(f"{n} {kind}" for kind, n in dropped.items() if n)
+                    + f"); reconciling {len(affected)} workload(s)")
+        for ns, name in sorted(affected):
+            try:
+                reconcile(self, ns, name, logger)
+            except Exception as e:  # its own triggers retry it; the others go on
+                logger.warning(f"resync: reconciling Workload {ns}/{name} failed: {e}")
+        return total
+
     async def start(self, settings: kopf.OperatorSettings, logger: kopf.Logger) -> None:
-        """At kopf's start-up: its thread pool, the indexes, and later a check of what they hold."""
+        """At kopf's start-up: its thread pool, the indexes, and later a check of what they hold, then a
+        resync every ``resync_interval`` seconds."""
         self.executor = settings.execution.executor
         await self.in_thread(self.prime, logger)
 
@@ -181,7 +246,18 @@ class Runtime:
             await asyncio.sleep(SWEEP_AFTER)
             await self.in_thread(self.sweep, logger)
 
-        self._sweeper = asyncio.get_running_loop().create_task(sweep_later())
+        async def resync_every(interval: float) -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await self.in_thread(self.resync, logger)
+                except Exception as e:  # a background loop's last resort: try again next round
+                    logger.warning(f"resync failed: {e}")
+
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.create_task(sweep_later())
+        if self.resync_interval > 0:
+            self._resyncer = loop.create_task(resync_every(self.resync_interval))
 
 
 def of(memo: Any) -> Runtime:
