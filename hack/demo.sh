@@ -37,7 +37,8 @@ predict() {  # predict <service> [expected version]: wait for the answer (pods r
 
 say "Kiln's CRDs"
 k apply --server-side -f crds/
-k wait --for=condition=Established crd/artifacts.kiln.dev crd/workloads.kiln.dev crd/deployments.kiln.dev
+k wait --for=condition=Established crd/artifacts.kiln.dev crd/workloads.kiln.dev crd/deployments.kiln.dev \
+  crd/approvals.kiln.dev crd/approvalpolicies.kiln.dev
 
 NS=kiln-demo
 kc delete namespace "$NS" --ignore-not-found --wait=true >/dev/null   # a fresh start on every run
@@ -104,8 +105,15 @@ if kubectl --kubeconfig="$KUBECONFIG" replace -n "$NS" -f examples/03-artifact-m
 fi
 pods
 
-say "Step 4: promote the workload to a governed Deployment"
+say "Step 4: promote the workload to a governed Deployment (High importance: it waits for an approval)"
 k apply -n "$NS" -f examples/04-deployment.yaml
+wait_for deployment.kiln.dev/my-app '{.status.conditions[?(@.type=="Approved")].reason}' AwaitingApproval
+k get deployment.kiln.dev my-app -n "$NS" -o jsonpath='{.status.conditions[?(@.type=="Approved")].message}{"\n"}'
+say "Step 4, governance: alice (kiln-approver) approves; the change rolls out"
+k create rolebinding alice-approver -n "$NS" --clusterrole=kiln-approver --user=alice
+k create -n "$NS" -f examples/04-approval.yaml --as alice
+k get approvals -n "$NS"
+k wait -n "$NS" --for=condition=Approved deployment.kiln.dev/my-app --timeout=60s
 wait_for deployment.kiln.dev/my-app '{.status.conditions[?(@.type=="Ready")].status}' True
 k get deployments.kiln.dev,deployments.apps,services,poddisruptionbudgets -n "$NS"
 k get deployment.kiln.dev my-app -n "$NS" -o jsonpath='{range .status.history[*]}{.time}  {.action}  by {.actor}: {.artifact} {.digest}{"\n"}{end}'

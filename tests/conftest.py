@@ -77,7 +77,8 @@ def crds(kube: Kube) -> None:
     """Kiln's CRDs, applied with server-side apply and Established."""
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/artifacts.kiln.dev",
-                 "crd/workloads.kiln.dev", "crd/deployments.kiln.dev")
+                 "crd/workloads.kiln.dev", "crd/deployments.kiln.dev", "crd/approvals.kiln.dev",
+                 "crd/approvalpolicies.kiln.dev")
 
 
 @pytest.fixture(scope="session")

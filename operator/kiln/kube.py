@@ -213,6 +213,10 @@ def admission_api() -> Any:
     return _client.AdmissionregistrationV1Api(api_client())
 
 
+def rbac() -> Any:
+    return _client.RbacAuthorizationV1Api(api_client())
+
+
 def authorization() -> Any:
     return _client.AuthorizationV1Api(api_client())
 

@@ -12,6 +12,9 @@ API_VERSION: Final = f"{GROUP}/{VERSION}"
 ARTIFACTS: Final = "artifacts"
 WORKLOADS: Final = "workloads"
 DEPLOYMENTS: Final = "deployments"
+APPROVALS: Final = "approvals"
+APPROVAL_POLICIES: Final = "approvalpolicies"
+DEFAULT_POLICY: Final = "default"  # the ApprovalPolicy of a namespace is the one of this name
 
 MANAGED_BY: Final = "kiln"  # app.kubernetes.io/managed-by of everything Kiln creates
 
@@ -35,8 +38,11 @@ A_REGISTERED_BY: Final = "kiln.dev/registered-by"  # set by admission from the r
 A_REGISTERED_AT: Final = "kiln.dev/registered-at"
 A_CHANGED_BY: Final = "kiln.dev/changed-by"  # on a governed Deployment: who made the last spec change
 
-# Kiln's own RBAC verb on its kinds: who may write their status (the operator's role grants it).
+# Kiln's own RBAC verbs on its kinds: who may write their status (the operator's role grants it), who
+# may register an Artifact, who may approve a change of a governed Deployment.
 VERB_RECONCILE: Final = "reconcile"
+VERB_REGISTER: Final = "register"
+VERB_APPROVE: Final = "approve"
 
 # kopf's own annotations. Not "kiln.dev": kopf leaves annotations under its prefix out of the diff it
 # reacts to, and users' kiln.dev/restartedAt must trigger a reconcile.
@@ -47,3 +53,4 @@ FINALIZER: Final = "kiln.dev/finalizer"
 # its own after the release.
 WEBHOOK_CONFIG_NAME: Final = "kiln.dev"
 POLICY_PREFIX: Final = "kiln.dev"  # its ValidatingAdmissionPolicies: kiln.dev-status, kiln.dev-specs
+ROLE_PREFIX: Final = "kiln"  # the personas' ClusterRoles: kiln-viewer, kiln-developer, kiln-registrar, ...

@@ -81,14 +81,22 @@ def run_tutorial(kube: Kube, namespace: str, *, real: bool, actor: str = "kiln-a
     assert "Registered" in err and "my-app" in err, err
     assert pods() == running
 
-    # Step 4: promote the workload to a governed Deployment; its Service answers with the pinned version.
+    # Step 4: promote the workload to a governed Deployment. High importance: it waits for an approval
+    # by an approver (not the requester), then rolls out; its Service answers with the pinned version.
     k("apply", "-f", str(EXAMPLES / "04-deployment.yaml"))
+    wait("deployment.kiln.dev/my-app", '{.status.conditions[?(@.type=="Approved")].reason}', "AwaitingApproval")
+    assert not kube.exists(kube.apps.read_namespaced_deployment, "my-app", namespace), "rolled out unapproved"
+    k("create", "rolebinding", "alice-approver", "--clusterrole=kiln-approver", "--user=alice")
+    k("create", "-f", str(EXAMPLES / "04-approval.yaml"), "--as", "alice")
+    k("wait", "--for=condition=Approved", "deployment.kiln.dev/my-app", "--timeout=60s")
     wait("deployment.kiln.dev/my-app", '{.status.conditions[?(@.type=="Ready")].status}', "True", timeout=120)
     dep: dict[str, Any] = json.loads(k("get", "deployment.kiln.dev/my-app", "-o", "json"))
     assert dep["spec"]["artifactRef"] == {"name": "my-app"}
     assert dep["status"]["artifact"]["specDigest"] == digest
     assert dep["status"]["readyReplicas"] == 2
-    [created] = dep["status"]["history"]
+    requested, approved, created = dep["status"]["history"]
+    assert (requested["action"], requested["actor"]) == ("ApprovalRequested", actor)
+    assert (approved["action"], approved["actor"]) == ("Approved", "alice")
     assert (created["action"], created["actor"], created["artifact"]) == ("Created", actor, "my-app")
     table = k("get", "deployments.kiln.dev")
     assert "High" in table and "True" in table, table

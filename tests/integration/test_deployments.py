@@ -64,6 +64,9 @@ def test_admission_requires_a_registered_artifact(kube: Kube, operator: Operator
 
 
 def test_deployment_runs_the_pinned_registered_spec(kube: Kube, operator: Operator, namespace: str) -> None:
+    # This namespace's approval policy asks for no approvals (test_governance.py has them).
+    kube.custom.create_namespaced_custom_object(G, V, namespace, "approvalpolicies", {
+        "apiVersion": f"{G}/{V}", "kind": "ApprovalPolicy", "metadata": {"name": "default"}, "spec": {"rules": []}})
     digest = registered_artifact(kube, namespace, "app")
     dep = create(kube, namespace, deployment("prod", artifact_ref="app", replicas=2, importance="Critical",
                                              podDisruptionBudget={"minAvailable": 1}))

@@ -234,7 +234,7 @@ def test_webhook_configuration_is_scoped_and_fast(kube: Kube, operator: Operator
             assert hook.match_conditions, hook.name
             for rule in hook.rules:
                 assert rule.api_groups == ["kiln.dev"]
-                assert set(rule.resources) <= {"artifacts", "workloads", "deployments"}
+                assert set(rule.resources) <= {"artifacts", "workloads", "deployments", "approvals"}
                 assert "*" not in rule.operations
     hooks = {h.name: h for h in kube.admission.read_mutating_webhook_configuration(Operator.WEBHOOK_CONFIG).webhooks}
     # Recording who registered must not be skipped, but only registering requests need the operator.

@@ -23,12 +23,13 @@ USER = "mallory"
 
 @pytest.fixture
 def editor(kube: Kube, namespace: str) -> str:
-    """A user who may do anything to kiln.dev objects in the namespace, their status included."""
+    """A user who may do anything to kiln.dev objects in the namespace, their status included, and register
+    Artifacts."""
     kube.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
          "metadata": {"name": "kiln-editor", "namespace": namespace},
          "rules": [{"apiGroups": ["kiln.dev"], "resources": ["*"],
-                    "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]},
+                    "verbs": ["get", "list", "watch", "create", "update", "patch", "delete", "register"]}]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
          "metadata": {"name": "kiln-editor", "namespace": namespace},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kiln-editor"},

@@ -51,6 +51,8 @@ def all_nodes() -> Iterator[tuple[str, str, Schema]]:
 def test_generated_crds_are_up_to_date(tmp_path: Path) -> None:
     written = crds.write_crds(tmp_path)
     assert sorted(p.name for p in written) == [
+        "approvalpolicies.kiln.dev.yaml",
+        "approvals.kiln.dev.yaml",
         "artifacts.kiln.dev.yaml",
         "deployments.kiln.dev.yaml",
         "workloads.kiln.dev.yaml",
@@ -76,6 +78,8 @@ def test_output_is_deterministic_and_plain_yaml() -> None:
 def test_main_writes_to_given_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert crds.main([str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "approvalpolicies.kiln.dev.yaml",
+        "approvals.kiln.dev.yaml",
         "artifacts.kiln.dev.yaml",
         "deployments.kiln.dev.yaml",
         "workloads.kiln.dev.yaml",
@@ -425,6 +429,8 @@ def test_deployment_schema() -> None:
         "action",
         "artifact",
         "artifactUid",
+        "importance",
+        "generation",
         "digest",
         "replicas",
         "message",
@@ -433,7 +439,7 @@ def test_deployment_schema() -> None:
 
 
 def test_status_schemas() -> None:
-    for kind in CRDS:
+    for kind in ("Artifact", "Workload", "Deployment"):  # what the operator reports on
         status = root(kind)["properties"]["status"]
         assert status["type"] == "object"
         conditions = status["properties"]["conditions"]
@@ -475,7 +481,7 @@ def test_only_noted_cel_rules() -> None:
     for kind, path, node in all_nodes():
         for rule in node.get("x-kubernetes-validations", []):
             assert rule["message"] and "\n" not in rule["message"], f"{kind}{path}"
-            assert path == ".spec" or (path == "" and kind in ("Workload", "Deployment")) \
+            assert path == ".spec" or (path == "" and kind in ("Workload", "Deployment", "Approval")) \
                 or rule["message"] in declared, f"{kind}{path}: {rule['message']}"
 
 

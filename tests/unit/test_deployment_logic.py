@@ -9,6 +9,8 @@ import pytest
 
 from kiln.api.digest import spec_digest
 from kiln.api.models import (
+    Approval,
+    ApprovalPolicySpec,
     Artifact,
     Condition,
     ConditionType,
@@ -16,9 +18,10 @@ from kiln.api.models import (
     Deployment,
     DeploymentStatus,
     HistoryEntry,
+    Trigger,
 )
 from kiln.controllers import builders as b
-from kiln.controllers.deployments import blocked_status, history_entries, plan, rollout_conditions
+from kiln.controllers.deployments import blocked_status, gate, history_entries, plan, rollout_conditions
 from kiln.tree import drift
 
 C = [Container.model_validate({"name": "app", "image": "registry.example/app:1",
@@ -205,3 +208,45 @@ def test_governed_pods_are_selected_by_the_deployments_uid() -> None:
     assert p.pdb is not None and p.pdb["spec"]["selector"]["matchLabels"]["kiln.dev/owner-uid"] == "u"
     assert p.apps["spec"]["template"]["metadata"]["labels"]["kiln.dev/owner-uid"] == "u"
     assert p.apps["spec"]["selector"] == {"matchLabels": {"kiln.dev/deployment": "prod"}}, "immutable: unchanged"
+
+
+# --- governance: the approval gate (kiln.controllers.deployments.gate) -------------------------------
+
+def _approval(approver: str, decision: str = "Approve", generation: int = 4, comment: str = "") -> Approval:
+    return Approval.model_validate({"metadata": {"name": f"{approver}-{generation}"}, "spec": {
+        "deploymentRef": {"name": "prod"}, "generation": generation, "decision": decision, "approver": approver,
+        "comment": comment or None}})
+
+
+def test_the_gate_counts_distinct_approvers_other_than_the_requester() -> None:
+    d = governed()  # High, requested by alice, generation 4
+    changes = plan(d, "app", artifact(), "2026-01-01T00:00:00Z").new_entries
+    wait = gate(d, changes, ApprovalPolicySpec(), lambda: [_approval("alice")], "2026-01-01T00:00:00Z")
+    assert not wait.may_roll_out and wait.approved.reason == "AwaitingApproval"
+    assert "needs 1 more approval(s)" in (wait.approved.message or "") and "other than alice" in (
+        wait.approved.message or "")
+    assert [(e.action, e.actor) for e in wait.entries] == [("ApprovalRequested", "alice")]
+    stale = gate(d, changes, ApprovalPolicySpec(), lambda: [_approval("bob", generation=3)], "2026-01-01T00:00:00Z")
+    assert not stale.may_roll_out, "an approval of another change does not count"
+    go = gate(d, changes, ApprovalPolicySpec(), lambda: [_approval("bob", comment="ok")], "2026-01-01T00:00:00Z")
+    assert go.may_roll_out and go.approved.reason == "Approved"
+    assert [(e.action, e.actor, e.message) for e in go.entries] == [
+        ("ApprovalRequested", "alice", "Create (generation 4) needs 1 approval(s) for importance High"),
+        ("Approved", "bob", "ok")]
+
+
+def test_the_gate_rejects_expires_and_skips_what_the_policy_does_not_ask() -> None:
+    d = governed()
+    changes = plan(d, "app", artifact(), "2026-01-01T00:00:00Z").new_entries
+    no = gate(d, changes, ApprovalPolicySpec(), lambda: [_approval("bob"), _approval("carol", "Reject", comment="no")],
+              "2026-01-01T00:00:00Z")
+    assert not no.may_roll_out and no.approved.reason == "Rejected" and "carol: no" in (no.approved.message or "")
+    asked = d.model_copy(update={"status": DeploymentStatus(history=gate(
+        d, changes, ApprovalPolicySpec(), list, "2026-01-01T00:00:00Z").entries)})
+    late = gate(asked, changes, ApprovalPolicySpec(expire_after_seconds=60), list, "2026-01-01T00:01:00Z")
+    assert not late.may_roll_out and late.approved.reason == "Expired"
+    assert [(e.action, e.actor) for e in late.entries] == [("Expired", "kiln")]
+    free = gate(d, changes, ApprovalPolicySpec(rules=[]), lambda: [], "2026-01-01T00:00:00Z")
+    assert free.may_roll_out and free.approved.reason == "NotRequired" and free.entries == []
+    only_zero = ApprovalPolicySpec(triggers=[Trigger.SCALE_TO_ZERO])
+    assert gate(d, changes, only_zero, lambda: [], "2026-01-01T00:00:00Z").may_roll_out, "Create not a trigger"

@@ -12,11 +12,15 @@ from kiln.names import (
     A_CHANGED_BY,
     A_REGISTERED_AT,
     A_REGISTERED_BY,
+    APPROVAL_POLICIES,
+    APPROVALS,
     ARTIFACTS,
     DEPLOYMENTS,
     GROUP,
     MANAGED_BY,
+    VERB_APPROVE,
     VERB_RECONCILE,
+    VERB_REGISTER,
     VERSION,
     WORKLOADS,
 )
@@ -42,9 +46,11 @@ REFERENCE_CHECKS: dict[str, tuple[str, list[str]]] = {
 # Governed Deployments fail closed: no change to production goes unchecked or unaudited.
 GOVERNANCE_VALIDATING: dict[str, tuple[str, list[str]]] = {
     "validate-deployment": ("deployments", ["CREATE", "UPDATE"]),
+    "validate-approval": ("approvals", ["CREATE"]),
 }
 GOVERNANCE_MUTATING: dict[str, tuple[str, list[str]]] = {
     "audit-deployment": ("deployments", ["CREATE", "UPDATE"]),
+    "stamp-approval": ("approvals", ["CREATE"]),
 }
 
 
@@ -283,3 +289,42 @@ def status_policy(name: str) -> tuple[Body, Body]:
     binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
                "metadata": meta, "spec": {"policyName": name, "validationActions": ["Deny"]}}
     return policy, binding
+
+
+# --- the personas' roles ----------------------------------------------------------------------------
+
+READ = ["get", "list", "watch"]
+WRITE = ["create", "update", "patch", "delete"]
+KINDS = [ARTIFACTS, WORKLOADS, DEPLOYMENTS, APPROVALS, APPROVAL_POLICIES]
+# persona -> (what it may do, the default role it aggregates into, what it is for)
+PERSONAS: dict[str, tuple[list[Body], str | None, str]] = {
+    "viewer": ([{"resources": KINDS, "verbs": READ}], "view",
+               "reads Artifacts, Workloads, governed Deployments, Approvals and approval policies"),
+    "developer": ([{"resources": [ARTIFACTS, WORKLOADS], "verbs": WRITE}], "edit",
+                  "iterates: Draft Artifacts and Workloads (registering needs the registrar)"),
+    "registrar": ([{"resources": [ARTIFACTS], "verbs": ["update", "patch", VERB_REGISTER]}], "admin",
+                  "registers Artifacts (the verb register)"),
+    "deployer": ([{"resources": [DEPLOYMENTS], "verbs": WRITE}], "edit",
+                 "creates and changes governed Deployments (their changes wait for approvals as the policy says)"),
+    "approver": ([{"resources": [DEPLOYMENTS], "verbs": [VERB_APPROVE]},
+                  {"resources": [APPROVALS], "verbs": ["create"]}], "admin",
+                 "approves or rejects changes of governed Deployments (the verb approve), by Approvals"),
+}
+
+
+def roles(prefix: str) -> list[Body]:
+    """The personas' ClusterRoles (``<prefix>-<persona>``), each reading every Kiln kind, to bind per
+    namespace; labelled to aggregate into Kubernetes' view, edit and admin roles where they belong
+    (docs/governance.md)."""
+    out = []
+    for persona, (rules, aggregate, purpose) in PERSONAS.items():
+        labels = {"app.kubernetes.io/managed-by": MANAGED_BY, "kiln.dev/persona": persona}
+        if aggregate:
+            labels[f"rbac.authorization.k8s.io/aggregate-to-{aggregate}"] = "true"
+        out.append({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": f"{prefix}-{persona}", "labels": labels,
+                         "annotations": {"kiln.dev/description": f"Kiln {persona}: {purpose}"}},
+            "rules": [{"apiGroups": [GROUP], "resources": KINDS, "verbs": READ},
+                      *({"apiGroups": [GROUP], **rule} for rule in rules if rule["verbs"] != READ)]})
+    return out

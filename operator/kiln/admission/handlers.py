@@ -22,6 +22,7 @@ import pydantic
 
 from kiln.api.digest import locked_spec
 from kiln.api.models import (
+    ApprovalSpec,
     Artifact,
     ArtifactSpec,
     DeploymentSpec,
@@ -32,7 +33,17 @@ from kiln.api.models import (
     register_command,
 )
 from kiln.controllers.conditions import now
-from kiln.names import A_CHANGED_BY, A_REGISTERED_AT, A_REGISTERED_BY, ARTIFACTS, DEPLOYMENTS, WORKLOADS
+from kiln.names import (
+    A_CHANGED_BY,
+    A_REGISTERED_AT,
+    A_REGISTERED_BY,
+    ARTIFACTS,
+    DEPLOYMENTS,
+    GROUP,
+    VERB_APPROVE,
+    VERB_REGISTER,
+    WORKLOADS,
+)
 from kiln.tree import changed_paths
 
 Body = dict[str, Any]
@@ -146,6 +157,10 @@ def record_registration(r: Review) -> Changes:
     (Mutating webhooks run before the schema's validation: the spec is read as it comes.)"""
     registering = (r.spec.get("lifecycle") == Lifecycle.REGISTERED
                    and r.old_spec.get("lifecycle") != Lifecycle.REGISTERED)
+    if registering and not allowed(r, VERB_REGISTER, ARTIFACTS, r.name, GROUP):
+        raise Denied(f"Artifact {r.name}: registering needs the verb {VERB_REGISTER} on artifacts.{GROUP} in "
+                     f"namespace {r.namespace}, which {r.username} does not have (ask for the registrar role)",
+                     code=403)
     before = r.annotations(old=True)
     recorded = {A_REGISTERED_BY: r.username, A_REGISTERED_AT: now()} if registering \
         else {k: before.get(k) for k in (A_REGISTERED_BY, A_REGISTERED_AT)}
@@ -187,14 +202,20 @@ def references(containers: list[Body], at: str) -> dict[tuple[str, str], str]:
     return out
 
 
-def may_read(r: Review, resource: str, name: str) -> bool:
-    """Whether the user of the request may ``get`` that Secret or ConfigMap (a SubjectAccessReview)."""
+def allowed(r: Review, verb: str, resource: str, name: str, group: str = "") -> bool:
+    """Whether the user of the request may do ``verb`` on that object of the request's namespace (a
+    SubjectAccessReview, with the user's groups and extra)."""
     review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
         "user": r.user.get("username"), "uid": r.user.get("uid"), "groups": r.user.get("groups") or [],
-        "extra": r.user.get("extra") or {},
-        "resourceAttributes": {"namespace": r.namespace, "verb": "get", "resource": resource, "name": name}}}
+        "extra": r.user.get("extra") or {}, "resourceAttributes": {
+            "namespace": r.namespace, "verb": verb, "group": group, "resource": resource, "name": name}}}
     answer: Any = _kube().authorization().create_subject_access_review(review)
     return bool(answer.status.allowed)
+
+
+def may_read(r: Review, resource: str, name: str) -> bool:
+    """Whether the user of the request may ``get`` that Secret or ConfigMap."""
+    return allowed(r, "get", resource, name)
 
 
 def check_readable(r: Review, what: str, refs: dict[tuple[str, str], str],
@@ -258,12 +279,44 @@ def validate_deployment(r: Review) -> None:
                                                              f"Artifact {art_name}: spec."))
 
 
+# --- approvals ------------------------------------------------------------------------------------------
+
+def stamp_approval(r: Review) -> Changes:
+    """The approver of an Approval is who creates it: stamped from the request, whatever it says."""
+    return {"annotations": {}, "spec": {"approver": r.username}}
+
+
+def validate_approval(r: Review) -> None:
+    """An approval decides the current change of a Deployment, by someone who may approve it and who did
+    not request it."""
+    spec = parsed(ApprovalSpec, r.spec, "Approval", r.name)
+    dep_name = spec.deployment_ref.name
+    dep = _kube().get_kiln(DEPLOYMENTS, r.namespace, dep_name)
+    if dep is None:
+        raise Denied(f"Approval {r.name}: spec.deploymentRef: Deployment {dep_name} not found in namespace "
+                     f"{r.namespace}")
+    current = int(dep["metadata"].get("generation") or 0)
+    if spec.generation != current:
+        raise Denied(f"Approval {r.name}: spec.generation {spec.generation} is not the current change of "
+                     f"Deployment {dep_name} (generation {current}): decide the current one")
+    requester = ((dep["metadata"].get("annotations") or {}).get(A_CHANGED_BY))
+    if requester == r.username:
+        raise Denied(f"Approval {r.name}: {r.username} requested generation {current} of Deployment {dep_name} "
+                     "and cannot decide it: another approver must", code=403)
+    if not allowed(r, VERB_APPROVE, DEPLOYMENTS, dep_name, GROUP):
+        raise Denied(f"Approval {r.name}: deciding changes of Deployment {dep_name} needs the verb {VERB_APPROVE} "
+                     f"on deployments.{GROUP} in namespace {r.namespace}, which {r.username} does not have",
+                     code=403)
+
+
 # The webhook paths: each request is answered in its connection's thread of the webhook server.
 HANDLERS: dict[str, Callable[[Review], Changes | None]] = {
     "validate-artifact": validate_artifact,
     "record-registration": record_registration,
     "audit-deployment": audit_deployment,
     "validate-deployment": validate_deployment,
+    "stamp-approval": stamp_approval,
+    "validate-approval": validate_approval,
     "check-artifact-references": check_references,
     "check-workload-references": check_references,
 }

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from kiln import kube
-from kiln.admission.configuration import policies, webhook_configurations
-from kiln.names import POLICY_PREFIX, WEBHOOK_CONFIG_NAME
+from kiln.admission.configuration import policies, roles, webhook_configurations
+from kiln.names import POLICY_PREFIX, ROLE_PREFIX, WEBHOOK_CONFIG_NAME
 
 HOST = "127.0.0.1"
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -39,8 +39,9 @@ class Webhooks:
     """Where and how the admission webhooks are served.
 
     Development (``kiln run``): on 127.0.0.1 with a certificate made at start-up, registered with the
-    API server by URL. In a cluster (``--webhook-cert-dir``, the Helm chart): on all interfaces of the
-    pod with the mounted certificate; the chart owns the webhook configurations."""
+    API server by URL. In a cluster (``--webhook-cert-dir``, the Helm chart): on the address the chart
+    gives (``--webhook-addr``, the pod's IP by default; all interfaces without it) with the mounted
+    certificate; the chart owns the webhook configurations."""
 
     port: int
     certdir: Path
@@ -57,10 +58,15 @@ class Webhooks:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the webhook server exited with code {self.process.returncode}")
-            if listening(self.port):
+            if listening(self.port, self.reachable_at):
                 return
             time.sleep(0.05)
         raise TimeoutError(f"the webhook server did not listen on port {self.port} within {timeout:.0f}s")
+
+    @property
+    def reachable_at(self) -> str:
+        """Where this host reaches the server: its address, or 127.0.0.1 when it listens on all."""
+        return HOST if self.addr in ("", "0.0.0.0", "::") else self.addr
 
     @property
     def alive(self) -> bool:
@@ -94,8 +100,12 @@ class Webhooks:
                 version = getattr(api, f"read_{kind}")(name).metadata.resource_version  # a replace needs it
                 getattr(api, f"replace_{kind}")(name, {**body, "metadata": {**body["metadata"],
                                                                           "resourceVersion": version}})
-        logger.info(f"registered validating/mutatingwebhookconfiguration {WEBHOOK_CONFIG_NAME} and "
-                    f"validatingadmissionpolicies {POLICY_PREFIX}-*")
+        rbac = kube.rbac()
+        for role in roles(ROLE_PREFIX):  # the personas' roles stay after a stop: bindings refer to them
+            if kube.ignore(409)(rbac.create_cluster_role)(role) is None:
+                rbac.patch_cluster_role(role["metadata"]["name"], role)
+        logger.info(f"registered validating/mutatingwebhookconfiguration {WEBHOOK_CONFIG_NAME}, "
+                    f"validatingadmissionpolicies {POLICY_PREFIX}-* and clusterroles {ROLE_PREFIX}-*")
 
     def unregister_configurations(self, logger: Logger) -> None:
         api = kube.admission_api()

@@ -440,12 +440,28 @@ WORKLOAD_COLUMNS = [
 DEPLOYMENT_COLUMNS = [
     _col("Artifact", ".spec.artifactRef.name", description="Registered artifact"),
     _col("Importance", ".spec.importance"),
+    _col("Approved", '.status.conditions[?(@.type=="Approved")].status',
+         description="Approved condition: the change it runs was approved as its policy asks"),
     _READY,
     _col("Replicas", ".spec.replicas", "integer", description="Desired pods"),
     _col("Ready-Replicas", ".status.readyReplicas", "integer", description="Ready pods"),
     _col("Digest", ".status.artifact.specDigest", priority=1, description="Pinned artifact digest"),
     _AGE,
 ]
+APPROVAL_COLUMNS = [
+    _col("Deployment", ".spec.deploymentRef.name", description="The Deployment whose change it decides"),
+    _col("Generation", ".spec.generation", "integer", description="The change (Deployment generation)"),
+    _col("Decision", ".spec.decision", description="Approve or Reject"),
+    _col("Approver", ".spec.approver", description="Who decided (from the request's identity)"),
+    _col("Comment", ".spec.comment", priority=1),
+    _AGE,
+]
+APPROVAL_POLICY_COLUMNS = [
+    _col("Expire-After", ".spec.expireAfterSeconds", "integer", description="Seconds a change may wait"),
+    _AGE,
+]
+APPROVAL_IMMUTABLE = {"rule": "self.spec == oldSelf.spec", "fieldPath": ".spec", "reason": "FieldValueForbidden",
+                      "message": api.APPROVAL_IMMUTABLE_MESSAGE}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -457,6 +473,8 @@ KINDS = {
     "Artifact": ("artifacts", "kart"),
     "Workload": ("workloads", "kwl"),
     "Deployment": ("deployments", "kdep"),
+    "Approval": ("approvals", "kappr"),
+    "ApprovalPolicy": ("approvalpolicies", "kpol"),
 }
 
 
@@ -542,7 +560,7 @@ def build_crd(
 
 
 def build_crds() -> list[Schema]:
-    """The three Kiln CRDs: artifacts, workloads and deployments (kiln.dev)."""
+    """The Kiln CRDs (kiln.dev): artifacts, workloads, deployments, approvals and approval policies."""
     return [
         build_crd(
             "Artifact",
@@ -570,6 +588,24 @@ def build_crds() -> list[Schema]:
             DEPLOYMENT_COLUMNS,
             DEPLOYMENT_SPEC_VALIDATIONS,
             DEPLOYMENT_VALIDATIONS,
+        ),
+        build_crd(
+            "Approval",
+            "An Approval is a reviewer's decision on one change of a governed Deployment; immutable.",
+            api.ApprovalSpec,
+            api.ApprovalStatus,
+            APPROVAL_COLUMNS,
+            [],
+            [APPROVAL_IMMUTABLE],
+        ),
+        build_crd(
+            "ApprovalPolicy",
+            "An ApprovalPolicy (named default) says which changes of the namespace's governed Deployments "
+            "wait for approvals, how many, and for how long.",
+            api.ApprovalPolicySpec,
+            api.ApprovalPolicyStatus,
+            APPROVAL_POLICY_COLUMNS,
+            [],
         ),
     ]
 

@@ -518,6 +518,7 @@ class ConditionType(StrEnum):
     READY = "Ready"
     AVAILABLE = "Available"
     PROGRESSING = "Progressing"
+    APPROVED = "Approved"  # a governed Deployment: the change it runs was approved as its policy asks
 
 
 class ConditionStatus(StrEnum):
@@ -787,6 +788,17 @@ class HistoryAction(StrEnum):
     CREATED = "Created"
     ARTIFACT_SWITCHED = "ArtifactSwitched"
     SCALED = "Scaled"
+    IMPORTANCE_CHANGED = "ImportanceChanged"
+    # Governance: a change waiting for approvals, and what became of it.
+    APPROVAL_REQUESTED = "ApprovalRequested"
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
+    EXPIRED = "Expired"
+
+
+# The entries that record what production runs (the others record the governance of a change).
+ROLLOUT_ACTIONS = frozenset({HistoryAction.CREATED, HistoryAction.ARTIFACT_SWITCHED, HistoryAction.SCALED,
+                             HistoryAction.IMPORTANCE_CHANGED})
 
 
 class HistoryEntry(KilnModel):
@@ -803,6 +815,8 @@ class HistoryEntry(KilnModel):
         None, description="Its spec digest."
     )
     replicas: int | None = Field(None, ge=0, description="The replicas deployed after the action.")
+    importance: Importance | None = Field(None, description="The importance after the action.")
+    generation: int | None = Field(None, ge=0, description="The Deployment's generation the entry is about.")
     message: ShortText | None = Field(None, description="Human-readable details.")
 
 
@@ -819,6 +833,86 @@ class DeploymentStatus(KilnModel):
         max_length=MAX_HISTORY,
         description=f"Audit trail, oldest first, the last {MAX_HISTORY} entries.",
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Governance: approval policies and approvals
+# --------------------------------------------------------------------------------------------------
+
+
+class Trigger(StrEnum):
+    """The changes of a governed Deployment that a policy can make wait for approvals."""
+
+    CREATE = "Create"
+    ARTIFACT_SWITCH = "ArtifactSwitch"
+    IMPORTANCE_CHANGE = "ImportanceChange"
+    SCALE_TO_ZERO = "ScaleToZero"
+
+
+class ApprovalRule(KilnModel):
+    """How many approvals a change of a Deployment of one importance needs."""
+
+    importance: Importance = Field(description="Critical, High, Moderate or Low.")
+    approvals: int = Field(ge=0, le=5, description="Distinct approvers needed (0: none).")
+
+
+DEFAULT_RULES = (("Critical", 2), ("High", 1), ("Moderate", 0), ("Low", 0))
+
+
+class ApprovalPolicySpec(KilnModel):
+    """Which changes of governed Deployments wait for approvals, how many, and for how long. The policy
+    of a namespace is its ApprovalPolicy named ``default``, else the operator's default (the chart's
+    ``governance.defaultPolicy``)."""
+
+    rules: Annotated[list[ApprovalRule], _keyed("importance", max_length=4, description=(
+        "Approvals needed per importance; an importance not listed needs none."))] = Field(
+        default_factory=lambda: [ApprovalRule(importance=Importance(i), approvals=n) for i, n in DEFAULT_RULES])
+    triggers: list[Trigger] = Field(
+        default_factory=lambda: list(Trigger), max_length=4,
+        description="The changes that wait for approvals: Create, ArtifactSwitch, ImportanceChange, ScaleToZero.")
+    expire_after_seconds: int = Field(
+        7 * 24 * 3600, ge=1, le=365 * 24 * 3600,
+        description="A change still waiting for approvals after this long expires (default one week).")
+
+    def approvals_for(self, importance: Importance) -> int:
+        return next((r.approvals for r in self.rules if r.importance == importance), 0)
+
+
+class ApprovalPolicyStatus(KilnModel):
+    """Observed state of an ApprovalPolicy (the operator reads policies; it reports nothing on them)."""
+
+    observed_generation: ObservedGeneration = None
+
+
+class DeploymentReference(KilnModel):
+    """A reference to a governed Deployment in the same namespace."""
+
+    name: Name = Field(description="Name of the Deployment (deployments.kiln.dev).")
+
+
+APPROVAL_IMMUTABLE_MESSAGE = "an Approval is immutable: create another one"
+
+
+class ApprovalDecision(StrEnum):
+    APPROVE = "Approve"
+    REJECT = "Reject"
+
+
+class ApprovalSpec(KilnModel):
+    """A reviewer's decision on one change (one generation) of a governed Deployment. Immutable; the
+    approver is stamped at admission from the request's identity."""
+
+    deployment_ref: DeploymentReference = Field(description="The Deployment whose change this decides.")
+    generation: int = Field(ge=1, description="The Deployment's metadata.generation being decided.")
+    decision: ApprovalDecision = Field(description="Approve or Reject.")
+    comment: ShortText | None = Field(None, description="Why.")
+    approver: ShortText | None = Field(None, description="Who decided: set at admission, never by the user.")
+
+
+class ApprovalStatus(KilnModel):
+    """Observed state of an Approval (the decision is its spec; the Deployment's history records it)."""
+
+    observed_generation: ObservedGeneration = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -884,3 +978,8 @@ class Deployment(KilnModel):
     spec: DeploymentSpec
     status: Annotated[DeploymentStatus, WrapValidator(_or_empty(DeploymentStatus))] = Field(
         default_factory=DeploymentStatus)
+
+
+class Approval(KilnModel):
+    metadata: ObjectMeta
+    spec: ApprovalSpec

@@ -7,10 +7,16 @@ import datetime
 from kiln.api.models import Condition, ConditionStatus, ConditionType
 
 READY, AVAILABLE, PROGRESSING = ConditionType.READY, ConditionType.AVAILABLE, ConditionType.PROGRESSING
+APPROVED = ConditionType.APPROVED
 
 
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime.datetime:
+    """A time as :func:`now` writes it (RFC 3339, UTC)."""
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
 
 
 def condition(type_: ConditionType, ok: bool | None, reason: str, message: str, generation: int | None) -> Condition:

@@ -8,8 +8,11 @@ apps/v1 Deployment's progress.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import kopf
@@ -20,6 +23,10 @@ from kiln import kube, tree
 from kiln.api.digest import spec_digest
 from kiln.api.models import (
     MAX_HISTORY,
+    ROLLOUT_ACTIONS,
+    Approval,
+    ApprovalDecision,
+    ApprovalPolicySpec,
     Artifact,
     Condition,
     Deployment,
@@ -27,8 +34,10 @@ from kiln.api.models import (
     DeploymentStatus,
     HistoryAction,
     HistoryEntry,
+    Importance,
     Lifecycle,
     ObjectMeta,
+    Trigger,
     Workload,
     problems,
     register_command,
@@ -36,15 +45,19 @@ from kiln.api.models import (
 )
 from kiln.controllers import builders as b
 from kiln.controllers import runtime
-from kiln.controllers.conditions import AVAILABLE, PROGRESSING, READY, condition, get, merge, now
+from kiln.controllers.conditions import APPROVED, AVAILABLE, PROGRESSING, READY, condition, get, merge, now, parse_time
 from kiln.names import (
     A_CHANGED_BY,
     A_DESIRED,
+    APPROVAL_POLICIES,
+    APPROVALS,
     ARTIFACTS,
+    DEFAULT_POLICY,
     DEPLOYMENTS,
     GROUP,
     L_DEPLOYMENT,
     L_OWNER_UID,
+    VERB_APPROVE,
     VERSION,
     WORKLOADS,
 )
@@ -70,19 +83,21 @@ class Plan:
 
 def history_entries(dep: Deployment, art_name: str, uid: str, digest: str, replicas: int,
                     at: str) -> list[HistoryEntry]:
-    """What changed since the last audited state: creation, an artifact switch (another name, or another
-    object under the same name), a scale (pure)."""
-    history = dep.status.history or []
+    """What changed since the last rollout on record: creation, an artifact switch (another name, or
+    another object under the same name), a scale, an importance change (pure)."""
+    rollouts = [h for h in dep.status.history or [] if h.action in ROLLOUT_ACTIONS]
     actor = dep.metadata.annotations.get(A_CHANGED_BY) or "unknown"
+    importance = dep.spec.importance
 
     def entry(action: HistoryAction, message: str) -> HistoryEntry:
         return HistoryEntry(time=at, actor=actor, artifact=art_name, artifact_uid=uid or None, digest=digest,
-                            replicas=replicas, action=action, message=message)
+                            replicas=replicas, importance=importance, generation=dep.metadata.generation,
+                            action=action, message=message)
 
-    if not history:
-        return [entry(HistoryAction.CREATED,
-                      f"created with Artifact {art_name} ({digest[:19]}), {replicas} replica(s)")]
-    last = history[-1]
+    if not rollouts:
+        return [entry(HistoryAction.CREATED, f"created with Artifact {art_name} ({digest[:19]}), {replicas} "
+                                             f"replica(s), importance {importance}")]
+    last = rollouts[-1]
     out = []
     if last.artifact != art_name or last.digest != digest or last.artifact_uid not in (None, uid):
         earlier = earlier_object(dep, art_name, uid)
@@ -91,7 +106,96 @@ def history_entries(dep: Deployment, art_name: str, uid: str, digest: str, repli
                             if earlier else "")))
     if last.replicas != replicas:
         out.append(entry(HistoryAction.SCALED, f"replicas {last.replicas} -> {replicas}"))
+    if last.importance is not None and last.importance != importance:
+        out.append(entry(HistoryAction.IMPORTANCE_CHANGED, f"importance {last.importance} -> {importance}"))
     return out
+
+
+# --- governance: which changes wait for approvals ---------------------------------------------------
+
+SEVERITY = [Importance.LOW, Importance.MODERATE, Importance.HIGH, Importance.CRITICAL]
+
+
+@dataclass
+class Gate:
+    """What the approval policy says of a Deployment's pending change (pure :func:`gate`)."""
+
+    may_roll_out: bool
+    approved: Condition  # the Approved condition
+    entries: list[HistoryEntry] = field(default_factory=list)  # governance entries to add, in order
+
+
+def triggers(entries: list[HistoryEntry]) -> set[Trigger]:
+    """The policy triggers among the changes a rollout would record."""
+    out = set()
+    for e in entries:
+        if e.action == HistoryAction.CREATED:
+            out.add(Trigger.CREATE)
+        elif e.action == HistoryAction.ARTIFACT_SWITCHED:
+            out.add(Trigger.ARTIFACT_SWITCH)
+        elif e.action == HistoryAction.IMPORTANCE_CHANGED:
+            out.add(Trigger.IMPORTANCE_CHANGE)
+        elif e.action == HistoryAction.SCALED and e.replicas == 0:
+            out.add(Trigger.SCALE_TO_ZERO)
+    return out
+
+
+def gate(dep: Deployment, changes: list[HistoryEntry], policy: ApprovalPolicySpec,
+         approvals: Callable[[], list[Approval]], at: str) -> Gate:
+    """Whether the pending change (``changes``: the rollout entries it would record) may roll out under
+    ``policy``, with the approvals of this Deployment (read only when the policy asks for some): the
+    requester (the author of the change) never counts; one Reject ends the request; a request waits
+    ``policy.expire_after_seconds`` at most. Pure."""
+    meta, gen = dep.metadata, dep.metadata.generation
+    requester = meta.annotations.get(A_CHANGED_BY) or "unknown"
+    rollouts = [h for h in dep.status.history or [] if h.action in ROLLOUT_ACTIONS]
+    before = rollouts[-1].importance if rollouts and rollouts[-1].importance else dep.spec.importance
+    importance = max(before, dep.spec.importance, key=SEVERITY.index)  # lowering it needs the higher's
+    needed = policy.approvals_for(importance)
+    asked = sorted(triggers(changes) & set(policy.triggers))
+    if not asked or not needed:
+        return Gate(True, condition(APPROVED, True, "NotRequired", f"no approval required for this change "
+                                    f"(importance {importance})", gen))
+    what = ", ".join(asked)
+    on_record = [h for h in dep.status.history or [] if h.generation == gen and h.action not in ROLLOUT_ACTIONS]
+    recorded = {(h.action, h.actor) for h in on_record}
+    out: list[HistoryEntry] = []
+
+    def entry(action: HistoryAction, actor: str, message: str) -> None:
+        if (action, actor) not in recorded:
+            out.append(HistoryEntry(time=at, action=action, actor=actor, generation=gen, importance=importance,
+                                    message=message))
+            recorded.add((action, actor))
+
+    entry(HistoryAction.APPROVAL_REQUESTED, requester,
+          f"{what} (generation {gen}) needs {needed} approval(s) for importance {importance}")
+    decided = [a for a in approvals() if a.spec.deployment_ref.name == meta.name and a.spec.generation == gen
+               and a.spec.approver and a.spec.approver != requester]
+    rejected = [a for a in decided if a.spec.decision == ApprovalDecision.REJECT]
+    if rejected:
+        first = rejected[0].spec
+        entry(HistoryAction.REJECTED, str(first.approver), first.comment or "rejected")
+        return Gate(False, condition(APPROVED, False, "Rejected", f"generation {gen} rejected by {first.approver}"
+                                     + (f": {first.comment}" if first.comment else ""), gen), out)
+    approvers: list[str] = []
+    for a in decided:
+        if a.spec.approver not in approvers:
+            approvers.append(str(a.spec.approver))
+            entry(HistoryAction.APPROVED, str(a.spec.approver), a.spec.comment or "approved")
+    if len(approvers) >= needed:
+        return Gate(True, condition(APPROVED, True, "Approved", f"generation {gen} ({what}) approved by "
+                                    f"{', '.join(approvers)}", gen), out)
+    requested = next((h.time for h in on_record if h.action == HistoryAction.APPROVAL_REQUESTED), at)
+    deadline = parse_time(requested) + timedelta(seconds=policy.expire_after_seconds)
+    if parse_time(at) >= deadline:
+        entry(HistoryAction.EXPIRED, "kiln", f"no decision within {policy.expire_after_seconds}s")
+        return Gate(False, condition(APPROVED, False, "Expired", f"generation {gen} ({what}) was not approved "
+                                     f"within {policy.expire_after_seconds}s: change the spec to ask again", gen), out)
+    return Gate(False, condition(APPROVED, False, "AwaitingApproval", (
+        f"generation {gen} ({what}, requested by {requester}) needs {needed - len(approvers)} more approval(s) "
+        f"for importance {importance}, from users with the verb {VERB_APPROVE} on deployments.kiln.dev other than "
+        f"{requester}" + (f" (approved by {', '.join(approvers)})" if approvers else "")
+        + f"; expires {deadline.strftime('%Y-%m-%dT%H:%M:%SZ')}"), gen), out)
 
 
 def earlier_object(dep: Deployment, art_name: str, uid: str) -> str | None:
@@ -147,14 +251,25 @@ def plan(dep: Deployment, art_name: str | None, artifact: Artifact | None, at: s
         pdb=b.pod_disruption_budget(meta.name, meta.uid, art_name, pdb.min_available) if pdb else None)
 
 
-def blocked_status(dep: Deployment, reason: str, msg: str, at: str) -> DeploymentStatus:
-    """A problem reported, what runs kept as it was: production keeps its last good state (pure)."""
+def with_approved(conditions: list[Condition], old: list[Condition] | None, approved: Condition | None
+                  ) -> list[Condition]:
+    """The conditions and the Approved one: the given one, or the one on record (pure)."""
+    keep = approved or get(old, APPROVED)
+    return conditions + ([keep] if keep is not None else [])
+
+
+def blocked_status(dep: Deployment, reason: str, msg: str, at: str, approved: Condition | None = None,
+                   entries: Sequence[HistoryEntry] = ()) -> DeploymentStatus:
+    """A problem reported (or a change waiting for approvals, ``entries`` its governance record), what
+    runs kept as it was: production keeps its last good state (pure)."""
     old, gen = dep.status, dep.metadata.generation
     return DeploymentStatus(
         observed_generation=gen, artifact=old.artifact, replicas=old.replicas, ready_replicas=old.ready_replicas,
-        history=old.history, conditions=merge(old.conditions, [
+        history=((old.history or []) + list(entries))[-MAX_HISTORY:] or None,
+        conditions=merge(old.conditions, with_approved([
             condition(READY, False, reason, msg, gen), condition(PROGRESSING, False, reason, msg, gen),
-            get(old.conditions, AVAILABLE) or condition(AVAILABLE, False, reason, msg, gen)], at))
+            get(old.conditions, AVAILABLE) or condition(AVAILABLE, False, reason, msg, gen)], old.conditions,
+            approved), at))
 
 
 def rollout_conditions(apps: Body | None, replicas: int, gen: int | None) -> tuple[list[Condition], int]:
@@ -183,13 +298,14 @@ def rollout_conditions(apps: Body | None, replicas: int, gen: int | None) -> tup
     ], ready
 
 
-def rollout_status(dep: Deployment, todo: Plan, apps: Body | None, at: str) -> DeploymentStatus:
+def rollout_status(dep: Deployment, todo: Plan, apps: Body | None, at: str,
+                   approved: Condition | None = None) -> DeploymentStatus:
     conditions, ready = rollout_conditions(apps, todo.replicas, dep.metadata.generation)
     return DeploymentStatus(
         observed_generation=dep.metadata.generation, replicas=todo.replicas, ready_replicas=ready,
         artifact=DeploymentArtifactStatus(name=todo.artifact, uid=todo.uid or None, spec_digest=todo.digest),
         history=todo.history,
-        conditions=merge(dep.status.conditions, conditions, at))
+        conditions=merge(dep.status.conditions, with_approved(conditions, dep.status.conditions, approved), at))
 
 
 # --- applying a plan ---------------------------------------------------------------------------------
@@ -210,16 +326,33 @@ def reconcile(rt: runtime.Runtime, namespace: str, name: str, logger: kopf.Logge
                 condition(READY, False, "InvalidSpec", problems(e), meta.generation)], at)}))
             return
         todo = plan(dep, *_artifact_of(dep), at)
+        approved = None
         if todo.blocked is None and todo.new_entries:
+            verdict = gate(dep, todo.new_entries, policy_of(namespace), lambda: approvals_of(namespace), at)
+            approved = verdict.approved
+            for entry in verdict.entries:
+                runtime.event(raw, entry.action, f"{entry.message} by {entry.actor}",
+                              warning=entry.action in (HistoryAction.REJECTED, HistoryAction.EXPIRED))
+            if not verdict.may_roll_out:  # production keeps running the last approved state
+                kube.write_status(DEPLOYMENTS, dep.metadata, dep.status, blocked_status(
+                    dep, approved.reason or "", approved.message or "", at, approved, verdict.entries))
+                return
+            todo.new_entries = verdict.entries + todo.new_entries
+            todo.history = ((dep.status.history or []) + todo.new_entries)[-MAX_HISTORY:]
             # The audit record comes first: no rollout happens without its entry, credited to whoever
             # made this change, even when a child write fails below.
-            recorded = rollout_status(dep, todo, None, at).model_copy(update={"conditions": merge(
-                dep.status.conditions, [condition(PROGRESSING, True, "Recorded", "; ".join(
-                    e.message or e.action for e in todo.new_entries), dep.metadata.generation)], at)})
+            recorded = rollout_status(dep, todo, None, at, approved)
+            msg = "; ".join(e.message or e.action for e in todo.new_entries if e.action in ROLLOUT_ACTIONS)
+            gen = dep.metadata.generation
+            recorded.conditions = merge(dep.status.conditions, with_approved([
+                condition(READY, False, "RollingOut", msg, gen), condition(PROGRESSING, True, "RollingOut", msg, gen),
+                get(dep.status.conditions, AVAILABLE) or condition(AVAILABLE, False, "RollingOut", msg, gen)],
+                dep.status.conditions, approved), at)
             kube.write_status(DEPLOYMENTS, dep.metadata, dep.status, recorded)
             dep = dep.model_copy(update={"status": recorded})
             for entry in todo.new_entries:
-                runtime.event(raw, entry.action, f"{entry.message} by {entry.actor}")
+                if entry.action in ROLLOUT_ACTIONS:
+                    runtime.event(raw, entry.action, f"{entry.message} by {entry.actor}")
         apps = None
         if todo.blocked is None:
             try:
@@ -237,6 +370,29 @@ def reconcile(rt: runtime.Runtime, namespace: str, name: str, logger: kopf.Logge
             kube.write_status(DEPLOYMENTS, dep.metadata, dep.status, blocked_status(dep, *todo.blocked, at))
             return
         kube.write_status(DEPLOYMENTS, dep.metadata, dep.status, rollout_status(dep, todo, apps, at))
+
+
+def policy_of(namespace: str) -> ApprovalPolicySpec:
+    """The approval policy of a namespace: its ApprovalPolicy named default, else the operator's default
+    (KILN_APPROVAL_POLICY, JSON, from the chart's governance.defaultPolicy), else the built-in one."""
+    body = kube.get_kiln(APPROVAL_POLICIES, namespace, DEFAULT_POLICY)
+    for source in ((body or {}).get("spec"), json.loads(os.environ.get("KILN_APPROVAL_POLICY") or "null")):
+        if source is not None:
+            try:
+                return ApprovalPolicySpec.model_validate(source)
+            except pydantic.ValidationError:
+                continue  # admitted by an older schema: the next source
+    return ApprovalPolicySpec()
+
+
+def approvals_of(namespace: str) -> list[Approval]:
+    out = []
+    for body in kube.list_kiln(APPROVALS, namespace):
+        try:
+            out.append(Approval.model_validate(body))
+        except pydantic.ValidationError:
+            continue
+    return out
 
 
 def _artifact_of(dep: Deployment) -> tuple[str | None, Artifact | None]:
@@ -334,3 +490,22 @@ def apps_deployment_event(namespace: str | None, labels: Mapping[str, str], type
         reconcile(runtime.of(memo), str(namespace), labels[L_DEPLOYMENT], logger)
     except ApiException as e:
         logger.warning(f"reconciling Deployment {labels[L_DEPLOYMENT]} failed: {e.reason}")
+
+
+@kopf.on.create(GROUP, VERSION, APPROVALS)
+def approval_created(namespace: str | None, spec: kopf.Spec, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    """An approval or a rejection decides the change its Deployment waits for."""
+    name = str((spec.get("deploymentRef") or {}).get("name") or "")
+    if name:
+        reconcile(runtime.of(memo), str(namespace), name, logger)
+
+
+def _awaiting(status: kopf.Status, **_: Any) -> bool:
+    return any(c.get("type") == APPROVED and c.get("reason") == "AwaitingApproval"
+               for c in status.get("conditions") or [])
+
+
+@kopf.timer(GROUP, VERSION, DEPLOYMENTS, interval=10, when=_awaiting)
+def awaiting_approval(namespace: str | None, name: str, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    """A change waiting for approvals expires after its policy's period."""
+    reconcile(runtime.of(memo), str(namespace), name, logger)
