@@ -117,10 +117,17 @@ def policies_file() -> str:
     return json.dumps(chart_policies(), indent=2) + "\n"
 
 
+def roles_file() -> str:
+    from kiln.admission.configuration import roles
+
+    return json.dumps(roles(""), indent=2) + "\n"
+
+
 def main() -> int:
     (CHART / "files").mkdir(exist_ok=True)
     (CHART / "files" / "webhooks.json").write_text(webhooks_file())  # rendered by base_files() below
     (CHART / "files" / "policies.json").write_text(policies_file())
+    (CHART / "files" / "roles.json").write_text(roles_file())
     for target in (CHART / "crds", BASE / "crds"):
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)

@@ -29,6 +29,7 @@ class Kube:
         self.admission = client.AdmissionregistrationV1Api(api)
         self.ext = client.ApiextensionsV1Api(api)
         self.policy = client.PolicyV1Api(api)
+        self.coordination = client.CoordinationV1Api(api)
 
     @staticmethod
     def wait(check: Callable[[], T], *, what: str, timeout: float = 60.0, interval: float = 0.2) -> T:

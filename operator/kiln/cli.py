@@ -85,7 +85,10 @@ def _run(args: argparse.Namespace) -> int:
 
     return operator_main.run(namespaces=args.namespace, webhook_port=args.webhook_port,
                              webhooks=not args.no_webhooks, register_webhooks=not args.no_register_webhooks,
-                             webhook_cert_dir=args.webhook_cert_dir, liveness=args.liveness)
+                             webhook_cert_dir=args.webhook_cert_dir, liveness=args.liveness,
+                             webhook_addr=args.webhook_addr, webhook_drain=args.webhook_drain,
+                             leader_election=args.leader_election, lease_name=args.lease_name,
+                             lease_namespace=args.lease_namespace, lease_duration=args.lease_duration)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,8 +117,22 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--no-register-webhooks", action="store_true",
                    help="serve the local webhooks but leave their configurations to someone else")
     r.add_argument("--webhook-cert-dir", default=None,
-                   help="in a cluster: serve the webhooks on 0.0.0.0 (port 9443 unless --webhook-port) "
+                   help="in a cluster: serve the webhooks on --webhook-addr (port 9443 unless --webhook-port) "
                         "with DIR/tls.crt and DIR/tls.key; the Helm chart owns the configurations")
+    r.add_argument("--webhook-addr", default=None,
+                   help="address the webhook server binds (default: 127.0.0.1; 0.0.0.0 with --webhook-cert-dir; "
+                        "the chart passes the pod's IP)")
+    r.add_argument("--webhook-drain", type=float, default=0.0, metavar="SECONDS",
+                   help="on stopping, keep serving the webhooks this long after reconciling has stopped "
+                        "(while the pod leaves the webhook Service)")
+    r.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=False,
+                   help="reconcile only while holding a coordination.k8s.io Lease; the webhooks are served "
+                        "either way, so several replicas can run (the chart turns it on)")
+    r.add_argument("--lease-name", default="kiln-operator", help="the leader election's Lease")
+    r.add_argument("--lease-namespace", default=None,
+                   help="the Lease's namespace (default: $POD_NAMESPACE, the ServiceAccount's, or default)")
+    r.add_argument("--lease-duration", type=int, default=15, metavar="SECONDS",
+                   help="a leader that stops renewing is replaced after this long (renewals every 2/15 of it)")
     r.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     r.set_defaults(func=_run)
 

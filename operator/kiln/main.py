@@ -4,15 +4,19 @@ the admission webhook server's process, configures kopf and runs it with the con
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import kopf
 
 # The controllers register their handlers with kopf on import.
-from kiln.admission.process import Webhooks, free_port
+from kiln import leader
+from kiln.admission.process import HOST, Webhooks, free_port
 from kiln.controllers import artifacts, deployments, runtime, workloads  # noqa: F401 - registration
 from kiln.names import FINALIZER, L_DEPLOYMENT, L_WORKLOAD
 
@@ -61,6 +65,13 @@ def webhook_server_alive(memo: Any, **_: Any) -> str:
 
 
 @kopf.on.cleanup()
+async def stop_background_tasks(memo: Any, **_: Any) -> None:
+    """The index sweep and resync loops end now: kopf would otherwise wait for them (5 s) on every stop,
+    which a successor waiting for the Lease would wait too."""
+    runtime.of(memo).stop()
+
+
+@kopf.on.cleanup()
 def remove_local_webhooks(memo: Any, logger: kopf.Logger, **_: Any) -> None:
     webhooks = runtime.of(memo).webhooks
     if webhooks is not None and webhooks.register:
@@ -84,42 +95,107 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
         ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
 
 
-def _webhooks(port: int, served: bool, register: bool, cert_dir: str | None) -> Webhooks | None:
+def _webhooks(port: int, served: bool, register: bool, cert_dir: str | None,
+              addr: str | None = None) -> Webhooks | None:
     if not served:
         return None
     if cert_dir:  # in a cluster: the chart mounts the certificate and owns the configurations
-        return Webhooks(port=port or 9443, certdir=Path(cert_dir), addr="0.0.0.0", register=False)
+        return Webhooks(port=port or 9443, certdir=Path(cert_dir), addr=addr or "0.0.0.0", register=False)
     try:  # development: a certificate made here, by the development tools
         from kiln_dev.certs import serving_certificate
     except ImportError:
         raise SystemExit("kiln run: without --webhook-cert-dir the webhooks need a certificate made by the "
                          "development tools (pip install -e '.[dev]'); or --no-webhooks") from None
     state = Path(os.environ.get("KILN_OPERATOR_DIR") or Path.home() / ".local" / "state" / "kiln" / "operator")
-    webhooks = Webhooks(port=port or free_port(), certdir=state / "webhook-certs", register=register)
+    webhooks = Webhooks(port=port or free_port(), certdir=state / "webhook-certs", register=register,
+                        addr=addr or HOST)
     serving_certificate(webhooks.certdir)
     return webhooks
 
 
+def default_lease_namespace() -> str:
+    """The namespace of the leader election's Lease when none is given: the pod's (POD_NAMESPACE from
+    the downward API, or the ServiceAccount's), else "default"."""
+    sa = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    return sa.read_text().strip() if sa.is_file() else "default"
+
+
+def _lose_leadership(webhooks: Webhooks | None, reason: str) -> None:
+    """Leadership lost (from the lease's thread): stop at once, before another replica may start
+    reconciling; handlers in flight must not write any more. The container restarts as a follower."""
+    logging.getLogger("kiln.leader").critical(f"leadership lost ({reason}): exiting")
+    if webhooks is not None and webhooks.process is not None:
+        webhooks.process.kill()
+    logging.shutdown()
+    os._exit(1)
+
+
+def _follow(election: leader.LeaderElection, webhooks: Webhooks | None, liveness: str | None,
+            stop: threading.Event) -> bool:
+    """Until this replica leads (True) or is stopped (False): serve the webhooks only, and answer the
+    liveness endpoint (kopf's is not up yet) so that the follower is Ready and gets its share of the
+    admission reviews."""
+    health = leader.HealthServer(liveness, lambda: webhooks is None or webhooks.alive) if liveness else None
+    try:
+        return election.acquire(stop)
+    finally:
+        if health is not None:
+            health.close()  # kopf's endpoint takes the port over
+
+
+async def _operate(rt: runtime.Runtime, namespaces: list[str], liveness: str | None, stop: threading.Event) -> None:
+    """kopf, unless a signal came first. A signal that comes before kopf installs its own handlers
+    stops it through its stop flag (an asyncio one: kopf waits for other kinds of flag in a thread,
+    which would hold up the interpreter's exit)."""
+    loop = asyncio.get_running_loop()
+    flag = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: loop.call_soon_threadsafe(flag.set))
+    if stop.is_set():
+        return
+    await kopf.operator(standalone=True, namespaces=namespaces, clusterwide=not namespaces,
+                        liveness_endpoint=liveness, memo=kopf.Memo(runtime=rt), stop_flag=flag)
+
+
 def run(namespaces: list[str], webhook_port: int = 0, webhooks: bool = True, register_webhooks: bool = True,
-        webhook_cert_dir: str | None = None, liveness: str | None = None) -> int:
-    """Run the operator until interrupted, against the current kubeconfig (or in-cluster config)."""
+        webhook_cert_dir: str | None = None, liveness: str | None = None, webhook_addr: str | None = None,
+        leader_election: bool = False, lease_name: str = "kiln-operator", lease_namespace: str | None = None,
+        lease_duration: int = 15, webhook_drain: float = 0.0) -> int:
+    """Run the operator until interrupted, against the current kubeconfig (or in-cluster config).
+
+    With ``leader_election`` the process serves its webhooks at once and reconciles only while it holds
+    the Lease (:mod:`kiln.leader`); it releases the Lease when it stops, after kopf has, and keeps
+    serving the webhooks ``webhook_drain`` seconds longer (while its pod leaves the Service)."""
     _limit_malloc_arenas()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").addFilter(_no_handler_successes)
     rt = runtime.Runtime(namespaces=tuple(namespaces),
-                         webhooks=_webhooks(webhook_port, webhooks, register_webhooks, webhook_cert_dir),
+                         webhooks=_webhooks(webhook_port, webhooks, register_webhooks, webhook_cert_dir,
+                                            webhook_addr),
                          restart_parallelism=int(os.environ.get("KILN_RESTART_PARALLELISM", "8")))
+    election = leader.LeaderElection.with_duration(lease_name, lease_namespace or default_lease_namespace(),
+                                                   lease_duration) if leader_election else None
+    # SIGTERM or SIGINT: stop following, or stop kopf (which also installs handlers of its own once it runs).
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         if rt.webhooks is not None:
             rt.webhooks.start()
-        asyncio.run(kopf.operator(
-            standalone=True,
-            namespaces=namespaces,
-            clusterwide=not namespaces,
-            liveness_endpoint=liveness,
-            memo=kopf.Memo(runtime=rt),
-        ))
+        if election is not None:
+            if not _follow(election, rt.webhooks, liveness, stop):
+                return 0
+            election.start_renewing(functools.partial(_lose_leadership, rt.webhooks))
+        asyncio.run(_operate(rt, namespaces, liveness, stop))
     finally:
+        if election is not None:
+            election.release()
         if rt.webhooks is not None:
+            if webhook_drain > 0 and rt.webhooks.alive:
+                logging.getLogger("kiln").info(f"serving the webhooks {webhook_drain:g}s more")
+                threading.Event().wait(webhook_drain)
             rt.webhooks.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0

@@ -58,6 +58,9 @@ def test_helm_lint_strict(helm: Helm, values: list[str]) -> None:
     (["--set", "certManager.issuerRef.kind=Issuer"], "name"),
     (["--set", "watchNamespaces={Not_A_Namespace}"], "watchNamespaces"),
     (["--set", "resources.requsts.cpu=1"], "requsts"),
+    (["--set", "replicaCount=0"], "replicaCount"),
+    (["--set", "leaderElection.leaseDuration=1"], "leaseDuration"),
+    (["--set", "webhooks.bindAddress=pod-ip"], "bindAddress"),
 ])
 def test_values_schema_rejects_what_it_does_not_know(helm: Helm, values: list[str], complaint: str) -> None:
     r = helm.run("template", "kiln", str(CHART), *values, check=False)
@@ -149,11 +152,30 @@ def test_webhooks_can_be_limited_to_namespaces_or_disabled(helm: Helm, tmp_path:
     for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
         assert all(w["namespaceSelector"] == selector for w in one(objs, kind)["webhooks"])
     off = helm.objects("--set", "webhooks.enabled=false")
-    assert kinds(off) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount",
-                          *["ValidatingAdmissionPolicy"] * 2, *["ValidatingAdmissionPolicyBinding"] * 2], \
-        "the admission policies stay"
+    policies = [o["kind"] for o in json.loads((CHART / "files" / "policies.json").read_text())]
+    personas = ["ClusterRole"] * len(json.loads((CHART / "files" / "roles.json").read_text()))
+    assert kinds(off) == sorted(["ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "Role",
+                                 "RoleBinding", "ServiceAccount", *policies, *personas]), "the admission policies stay"
     assert container(off)["args"][0] == "--no-webhooks"
 
+
+def _selectors(objs: list[Obj]) -> list[Any]:
+    return [w.get("namespaceSelector") for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+            for w in one(objs, kind)["webhooks"]]
+
+
+def test_webhooks_namespace_selector_follows_watch_namespaces(helm: Helm, tmp_path: Path) -> None:
+    """A namespaced install's webhooks see its namespaces only (a fail-closed webhook of one install
+    must not stand in the way of another namespace); an explicit selector wins."""
+    assert set(map(str, _selectors(helm.objects()))) == {"None"}, "cluster-wide: every namespace"
+    follows = {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In",
+                                     "values": ["team-a", "team-b"]}]}
+    selectors = _selectors(helm.objects("--set", "watchNamespaces={team-a,team-b}"))
+    assert selectors and all(s == follows for s in selectors), selectors
+    explicit = {"matchLabels": {"kiln.dev/enabled": "true"}}
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"watchNamespaces": ["team-a"], "webhooks": {"namespaceSelector": explicit}}))
+    assert all(s == explicit for s in _selectors(helm.objects("-f", str(values))))
 
 # --- RBAC --------------------------------------------------------------------------------------------
 
@@ -175,6 +197,9 @@ EXPECTED_RULES = {
     ("apps", "deployments"): {"get", "list", "watch", "create", "update"},
     ("policy", "poddisruptionbudgets"): {"get", "create", "patch", "delete"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+    ("kiln.dev", "approvals"): {"get", "list", "watch"},
+    ("kiln.dev", "approvalpolicies"): {"get"},
+    ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
 }
 
 
@@ -188,35 +213,90 @@ def _rules(role: Obj) -> dict[tuple[str, str], set[str]]:
     return out
 
 
-@pytest.mark.parametrize("values", [[], ["--set", "watchNamespaces={team-a}"]], ids=["cluster-wide", "namespaces"])
-def test_cluster_role_is_least_privilege(helm: Helm, values: list[str]) -> None:
-    objs = helm.objects(*values)
-    role = one(objs, "ClusterRole", f"{NS}-kiln")
+# Only what exists cluster-wide: the rest is namespaced (a Role per watched namespace) when it can be.
+CLUSTER_SCOPED = {("apiextensions.k8s.io", "customresourcedefinitions"),
+                  ("authorization.k8s.io", "subjectaccessreviews")}
+
+
+def _least(role: Obj) -> None:
     for rule in role["rules"]:
         for key in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[key], f"wildcard in {rule}"
         assert all("/" not in g for g in rule["apiGroups"]), f"apiGroups are group names, without versions: {rule}"
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
         assert not {"secrets", "configmaps", "serviceaccounts/token"} & set(rule["resources"]), rule
-    expected = dict(EXPECTED_RULES)
-    if values:  # kopf lists and watches namespaces to serve some of them only
-        expected[("", "namespaces")] = {"list", "watch"}
-    assert _rules(role) == expected
-    binding = one(objs, "ClusterRoleBinding", f"{NS}-kiln")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{NS}-kiln"}
+
+
+def _bound(objs: list[Obj], kind: str, name: str, namespace: str | None = None) -> None:
+    binding = one([o for o in objs if o["metadata"].get("namespace") == namespace], f"{kind}Binding", name)
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kiln", "namespace": NS}]
+
+
+def test_cluster_role_is_least_privilege(helm: Helm) -> None:
+    objs = helm.objects()
+    role = one(objs, "ClusterRole", f"{NS}-kiln")
+    _least(role)
+    assert _rules(role) == EXPECTED_RULES
+    _bound(objs, "ClusterRole", f"{NS}-kiln")
     assert one(objs, "ServiceAccount", "kiln")["metadata"]["namespace"] == NS
+    assert [o["metadata"]["name"] for o in objs if o["kind"] == "Role"] == ["kiln-leader-election"]
+
+
+def test_namespaced_install_has_roles_in_its_namespaces_and_no_cluster_rights_to_their_objects(helm: Helm) -> None:
+    objs = helm.objects("--set", "watchNamespaces={team-a,team-b}")
+    cluster_role = one(objs, "ClusterRole", f"{NS}-kiln")
+    _least(cluster_role)
+    # kopf lists and watches namespaces to serve some of them only.
+    assert _rules(cluster_role) == {**{k: EXPECTED_RULES[k] for k in CLUSTER_SCOPED},
+                                    ("", "namespaces"): {"list", "watch"}}
+    for resource in ("pods", "services", "events"):
+        assert ("", resource) not in _rules(cluster_role)
+    _bound(objs, "ClusterRole", f"{NS}-kiln")
+    namespaced = {k: v for k, v in EXPECTED_RULES.items() if k not in CLUSTER_SCOPED}
+    roles = {o["metadata"]["namespace"]: o for o in objs
+             if o["kind"] == "Role" and o["metadata"]["name"] == f"{NS}-kiln"}
+    assert sorted(roles) == ["team-a", "team-b"]
+    for ns, role in roles.items():
+        _least(role)
+        assert _rules(role) == namespaced, ns
+        _bound(objs, "Role", f"{NS}-kiln", ns)
+
+
+def test_leader_election_role_is_one_lease(helm: Helm) -> None:
+    objs = helm.objects()
+    role = one(objs, "Role", "kiln-leader-election")
+    assert role["metadata"]["namespace"] == NS
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["kiln-leader"],
+         "verbs": ["get", "update"]}]
+    _bound(objs, "Role", "kiln-leader-election", NS)
+    assert "--lease-name" in container(objs)["args"]
+    off = helm.objects("--set", "leaderElection.enabled=false", "--set", "replicaCount=1")
+    assert not [o for o in off if o["kind"] in ("Role", "RoleBinding", "PodDisruptionBudget")]
 
 
 # --- the operator's pod ------------------------------------------------------------------------------
 
 
-def test_deployment_is_one_hardened_standalone_operator(helm: Helm) -> None:
+def test_deployment_is_two_hardened_replicas(helm: Helm) -> None:
     objs = helm.objects()
     dep = one(objs, "Deployment", "kiln")
-    assert dep["spec"]["replicas"] == 1
-    assert dep["spec"]["strategy"] == {"type": "Recreate"}, "kopf runs standalone: never two at once"
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate",
+                                       "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}, \
+        "a rollout never leaves the webhooks without a pod"
     pod = dep["spec"]["template"]["spec"]
+    selector = dep["spec"]["selector"]["matchLabels"]
+    assert pod["affinity"] == {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+        "weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                           "labelSelector": {"matchLabels": selector}}}]}}
+    pdb = one(objs, "PodDisruptionBudget", "kiln")
+    assert pdb["metadata"]["namespace"] == NS
+    assert pdb["spec"] == {"minAvailable": 1, "selector": {"matchLabels": selector}}
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container(objs)["env"] if "valueFrom" in e}
+    assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "POD_IP": "status.podIP"}
     assert pod["serviceAccountName"] == "kiln"
     assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
                                       "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
@@ -235,6 +315,23 @@ def test_deployment_is_one_hardened_standalone_operator(helm: Helm) -> None:
         assert c[probe]["httpGet"] == {"path": "/healthz", "port": "healthz"}, probe
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"webhook": 9443, "healthz": 8080}
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+
+
+def test_one_replica_without_leader_election(helm: Helm, tmp_path: Path) -> None:
+    objs = helm.objects("--set", "leaderElection.enabled=false", "--set", "replicaCount=1")
+    dep = one(objs, "Deployment", "kiln")
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}, "kopf runs standalone: never two at once"
+    assert "--leader-election" not in container(objs)["args"]
+    assert "affinity" not in dep["spec"]["template"]["spec"]
+    r = helm.run("template", "kiln", str(CHART), "--set", "leaderElection.enabled=false", check=False)
+    assert r.returncode != 0 and "replicaCount > 1 needs leaderElection.enabled" in r.stderr, r.stderr
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kiln.dev/node", "operator": "In", "values": ["real"]}]}]}}}
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"affinity": affinity}))
+    assert one(helm.objects("-f", str(values)), "Deployment")["spec"]["template"]["spec"]["affinity"] == affinity, \
+        "the user's affinity replaces the default one"
 
 
 # --- the image ---------------------------------------------------------------------------------------
@@ -266,15 +363,23 @@ def _cli_call(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any
     return seen
 
 
+LEADER = {"leader_election": True, "lease_name": "kiln-leader", "lease_duration": 15, "lease_namespace": None}
+
+
 @pytest.mark.parametrize(("values", "expected"), [
     ([], {"webhook_cert_dir": "/certs", "webhook_port": 9443, "webhooks": True, "namespaces": [],
-          "liveness": "http://0.0.0.0:8080/healthz"}),
-    (["--set", "watchNamespaces={team-a,team-b}", "--set", "webhooks.port=10250", "--set", "liveness.port=9090"],
+          "liveness": "http://0.0.0.0:8080/healthz", "webhook_addr": "$(POD_IP)", "webhook_drain": 5, **LEADER}),
+    (["--set", "watchNamespaces={team-a,team-b}", "--set", "webhooks.port=10250", "--set", "liveness.port=9090",
+      "--set", "webhooks.bindAddress=0.0.0.0", "--set", "leaderElection.leaseDuration=30"],
      {"webhook_cert_dir": "/certs", "webhook_port": 10250, "webhooks": True, "namespaces": ["team-a", "team-b"],
-      "liveness": "http://0.0.0.0:9090/healthz"}),
+      "liveness": "http://0.0.0.0:9090/healthz", "webhook_addr": "0.0.0.0", **LEADER, "lease_duration": 30}),
     (["--set", "webhooks.enabled=false"],
-     {"webhook_cert_dir": None, "webhooks": False, "namespaces": [], "liveness": "http://0.0.0.0:8080/healthz"}),
-], ids=["defaults", "namespaces-and-ports", "no-webhooks"])
+     {"webhook_cert_dir": None, "webhooks": False, "namespaces": [], "liveness": "http://0.0.0.0:8080/healthz",
+      "webhook_addr": None, **LEADER}),
+    (["--set", "leaderElection.enabled=false", "--set", "replicaCount=1"],
+     {"webhook_cert_dir": "/certs", "webhook_port": 9443, "webhooks": True, "leader_election": False,
+      "liveness": "http://0.0.0.0:8080/healthz"}),
+], ids=["defaults", "namespaces-and-ports", "no-webhooks", "standalone"])
 def test_container_args_are_the_entrypoints_in_cluster_contract(
         helm: Helm, monkeypatch: pytest.MonkeyPatch, values: list[str], expected: dict[str, Any]) -> None:
     objs = helm.objects(*values)
@@ -333,3 +438,23 @@ def test_the_package_users_install_carries_no_development_tools(tmp_path: Path) 
     assert not [n for n in names if n.startswith("kiln_dev/")], names
     runtime_deps = [line for line in meta.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
     assert not [d for d in runtime_deps if "trustme" in d or "cryptography" in d], runtime_deps
+
+
+def test_the_personas_roles_ship(helm: Helm) -> None:
+    """docs/governance.md: a ClusterRole per persona, aggregated into view, edit and admin where they belong;
+    registering and approving are Kiln's own verbs."""
+    roles = {o["metadata"]["name"]: o for o in helm.objects() if o["kind"] == "ClusterRole"
+             and "kiln.dev/persona" in o["metadata"]["labels"]}
+    assert sorted(roles) == ["kiln-approver", "kiln-deployer", "kiln-developer", "kiln-registrar", "kiln-viewer"]
+
+    def verbs(role: str, resource: str) -> set[str]:
+        return {v for r in roles[role]["rules"] if resource in r["resources"] for v in r["verbs"]}
+
+    assert "register" in verbs("kiln-registrar", "artifacts") and "register" not in verbs("kiln-developer", "artifacts")
+    assert "approve" in verbs("kiln-approver", "deployments") and "approve" not in verbs("kiln-deployer", "deployments")
+    assert verbs("kiln-viewer", "approvals") == {"get", "list", "watch"}
+    assert roles["kiln-viewer"]["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert roles["kiln-developer"]["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert roles["kiln-approver"]["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert not [o for o in helm.objects("--set", "rbac.personas.create=false")
+                if "kiln.dev/persona" in o["metadata"].get("labels", {})]

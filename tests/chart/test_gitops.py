@@ -15,7 +15,7 @@ import pytest
 import yaml
 from lupa import lua51
 
-from tests.chart.conftest import REPO, Helm
+from tests.chart.conftest import CHART, REPO, Helm
 from tests.integration.test_deployments import deployment, wait_ready
 from tests.integration.test_registration import register
 from tests.integration.test_workloads import artifact, container, create, get, patch, wait_running, workload
@@ -60,15 +60,21 @@ def test_kustomize_base_is_the_chart_with_cert_manager() -> None:
     by_kind: dict[str, list[str]] = {}
     for o in objs:
         by_kind.setdefault(o["kind"], []).append(o["metadata"]["name"])
+    crds = sorted(yaml.safe_load(p.read_text())["metadata"]["name"] for p in (REPO / "crds").glob("*.yaml"))
+    generated = json.loads((CHART / "files" / "policies.json").read_text())
+    policies = sorted(f"kiln-system-kiln-{o['suffix']}" for o in generated if o["kind"] == "ValidatingAdmissionPolicy")
     assert {k: sorted(v) for k, v in by_kind.items()} == {
         "Namespace": ["kiln-system"],
-        "CustomResourceDefinition": ["artifacts.kiln.dev", "deployments.kiln.dev", "workloads.kiln.dev"],
-        "ServiceAccount": ["kiln"], "ClusterRole": ["kiln-system-kiln"], "ClusterRoleBinding": ["kiln-system-kiln"],
-        "Service": ["kiln-webhook"], "Deployment": ["kiln"],
+        "CustomResourceDefinition": crds,
+        "ServiceAccount": ["kiln"], "ClusterRoleBinding": ["kiln-system-kiln"],
+        "ClusterRole": sorted(["kiln-system-kiln", *(f"kiln{r['metadata']['name']}" for r in json.loads(
+            (CHART / "files" / "roles.json").read_text()))]),
+        "Role": ["kiln-leader-election"], "RoleBinding": ["kiln-leader-election"],
+        "Service": ["kiln-webhook"], "Deployment": ["kiln"], "PodDisruptionBudget": ["kiln"],
         "Issuer": ["kiln-selfsigned", "kiln-webhook-ca"], "Certificate": ["kiln-webhook", "kiln-webhook-ca"],
         "ValidatingWebhookConfiguration": ["kiln-system-kiln"], "MutatingWebhookConfiguration": ["kiln-system-kiln"],
-        "ValidatingAdmissionPolicy": ["kiln-system-kiln-specs", "kiln-system-kiln-status"],
-        "ValidatingAdmissionPolicyBinding": ["kiln-system-kiln-specs", "kiln-system-kiln-status"],
+        "ValidatingAdmissionPolicy": policies,
+        "ValidatingAdmissionPolicyBinding": policies,
     }
     assert not [o for o in objs if o["kind"] == "Secret"], "no key material in git"
     for o in objs:
@@ -102,7 +108,8 @@ def kiln_system(kube: Kube) -> Iterator[None]:
 def test_kustomize_base_applies(kube: Kube, crds: None, cert_manager_crds: None, kiln_system: None) -> None:
     r = kube.kubectl("apply", "-k", str(BASE), "--server-side", "--force-conflicts", "--dry-run=server")
     lines = r.stdout.splitlines()
-    assert len(lines) == 19 and all(ln.endswith("(server dry run)") for ln in lines), r.stdout
+    objects = [d for d in yaml.safe_load_all(_kubectl("kustomize", str(BASE))) if d]
+    assert len(lines) == len(objects) and all(ln.endswith("(server dry run)") for ln in lines), r.stdout
     # The namespace enforces the restricted Pod Security Standard: the API server warns about a pod
     # template that would violate it.
     assert "PodSecurity" not in r.stderr, r.stderr

@@ -48,14 +48,19 @@ def test_install_upgrade_uninstall(kube: Kube, crds: None, namespace: str, clust
     kube.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
                  "pod-security.kubernetes.io/enforce-version=latest")
     values = _install_values(tmp_path, namespace)
-    install = ["--namespace", namespace, "--skip-crds", "-f", str(values), "--wait", "--timeout", "120s"]
+    # The personas' roles under a prefix of this install's own (a `kiln run` of the session made kiln-*).
+    install = ["--namespace", namespace, "--skip-crds", "-f", str(values), "--set", f"rbac.personas.prefix={namespace}",
+               "--wait", "--timeout", "120s"]
     helm.run("install", release, str(CHART), *install)
     try:
         dep = kube.apps.read_namespaced_deployment("kiln", namespace)
-        assert dep.status.ready_replicas == 1 and dep.spec.strategy.type == "Recreate"
+        assert dep.status.ready_replicas == 2 and dep.spec.strategy.type == "RollingUpdate"
         pods = kube.core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/instance=kiln").items
-        assert [p.status.phase for p in pods] == ["Running"]
-        assert pods[0].spec.service_account_name == "kiln"
+        assert [p.status.phase for p in pods] == ["Running", "Running"]
+        assert {p.spec.service_account_name for p in pods} == {"kiln"}
+        assert kube.policy.read_namespaced_pod_disruption_budget("kiln", namespace).spec.min_available == 1
+        rbac = client.RbacAuthorizationV1Api(kube.api)
+        assert rbac.read_namespaced_role("kiln-leader-election", namespace).rules[1].resource_names == ["kiln-leader"]
 
         secret = kube.core.read_namespaced_secret("kiln-webhook-tls", namespace)
         assert secret.type == "kubernetes.io/tls" and set(secret.data) == {"ca.crt", "tls.crt", "tls.key"}
@@ -90,4 +95,5 @@ def test_install_upgrade_uninstall(kube: Kube, crds: None, namespace: str, clust
     assert not kube.exists(kube.admission.read_mutating_webhook_configuration, cluster_name)
     assert not kube.exists(kube.core.read_namespaced_secret, "kiln-webhook-tls", namespace)
     assert not kube.exists(client.RbacAuthorizationV1Api(kube.api).read_cluster_role, cluster_name)
+    assert not kube.exists(kube.policy.read_namespaced_pod_disruption_budget, "kiln", namespace)
     assert kube.exists(kube.ext.read_custom_resource_definition, "workloads.kiln.dev"), "--skip-crds: untouched"

@@ -14,6 +14,7 @@ import yaml
 
 from kiln.admission.configuration import webhook_configurations
 from tests.chart.conftest import CHART, Helm
+from tests.conftest import make_namespace
 from tests.integration.test_deployments import deployment, wait_ready
 from tests.integration.test_registration import register
 from tests.integration.test_workloads import (
@@ -37,7 +38,8 @@ def chart_rbac(kube: Kube, crds: None, namespace: str, cluster_helm: Helm) -> It
     """The chart installed without webhooks (its pod is simulated): its ServiceAccount and ClusterRole.
     Yields the ServiceAccount's user name."""
     cluster_helm.run("install", "kiln", str(CHART), "--namespace", namespace, "--skip-crds",
-                     "--set", "webhooks.enabled=false", "--wait", "--timeout", "120s")
+                     "--set", "webhooks.enabled=false", "--set", f"rbac.personas.prefix={namespace}",
+                     "--wait", "--timeout", "120s")
     try:
         yield f"system:serviceaccount:{namespace}:kiln"
     finally:
@@ -73,7 +75,9 @@ def sa_operator(kube: Kube, operator: Operator, chart_rbac: str, namespace: str,
     kubeconfig = _token_kubeconfig(kube, namespace, tmp_path / "kiln-sa.kubeconfig")
     workdir = tmp_path / "operator"
     workdir.mkdir()
-    op = Operator(kube, workdir, kubeconfig=kubeconfig, args=("--no-register-webhooks",))
+    # With leader election, as the chart runs it: the Lease is the chart's, in the release namespace.
+    op = Operator(kube, workdir, kubeconfig=kubeconfig, args=(
+        "--no-register-webhooks", "--leader-election", "--lease-namespace", namespace, "--lease-name", "kiln-leader"))
     operator.stop()
     name = f"kiln-rbac-{namespace}"
     try:
@@ -111,6 +115,8 @@ def test_the_operator_works_with_the_charts_rbac(kube: Kube, sa_operator: Operat
         raise
     log = sa_operator.log.read_text()
     assert not _denied(log), "\n".join(_denied(log)[:20])
+    lease = kube.kubectl_json("-n", namespace, "get", "lease", "kiln-leader")
+    assert lease["spec"]["holderIdentity"], "the operator holds the chart's Lease"
 
 
 def _core_behaviours(kube: Kube, ns: str) -> None:
@@ -183,13 +189,77 @@ CAN: list[tuple[str, ...]] = [
     ("update", "deployments.apps"),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
     ("create", "events"),
+    ("create", "subjectaccessreviews.authorization.k8s.io"),
+    ("get", "leases.coordination.k8s.io/kiln-leader"),
+    ("update", "leases.coordination.k8s.io/kiln-leader"),
+    ("create", "leases.coordination.k8s.io"),
+]
+LEASES_CANNOT: list[tuple[str, ...]] = [
+    ("update", "leases.coordination.k8s.io/kube-controller-manager"),
+    ("delete", "leases.coordination.k8s.io/kiln-leader"),
+    ("list", "leases.coordination.k8s.io"),
 ]
 
 
 def test_auth_can_i(kube: Kube, chart_rbac: str, namespace: str) -> None:
     wrong = []
-    for allowed, check in [(False, c) for c in CANNOT] + [(True, c) for c in CAN]:
+    for allowed, check in [(False, c) for c in CANNOT + LEASES_CANNOT] + [(True, c) for c in CAN]:
         r = kube.kubectl("auth", "can-i", *check, f"--as={chart_rbac}", "-n", namespace, check=False)
+        if r.stdout.strip() != ("yes" if allowed else "no"):
+            wrong.append(f"can-i {' '.join(check)}: {r.stdout.strip()} {r.stderr.strip()}")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.fixture
+def namespaced_install(kube: Kube, crds: None, namespace: str, cluster_helm: Helm) -> Iterator[tuple[str, str, str]]:
+    """The chart installed with watchNamespaces=[a]: (its ServiceAccount's user name, a, b), b being
+    another namespace."""
+    a, b = make_namespace(kube), make_namespace(kube)
+    cluster_helm.run("install", "kiln", str(CHART), "--namespace", namespace, "--skip-crds",
+                     "--set", "webhooks.enabled=false", "--set", f"watchNamespaces={{{a}}}",
+                     "--set", "rbac.personas.create=false",
+                     "--wait", "--timeout", "120s")
+    try:
+        yield f"system:serviceaccount:{namespace}:kiln", a, b
+    finally:
+        cluster_helm.run("uninstall", "kiln", "--namespace", namespace, "--wait", "--timeout", "120s")
+        for ns in (a, b):
+            kube.core.delete_namespace(ns, propagation_policy="Background")
+
+
+def test_namespaced_install_acts_in_its_namespaces_only(kube: Kube, namespaced_install: tuple[str, str, str],
+                                                        namespace: str) -> None:
+    user, a, b = namespaced_install
+    expected: list[tuple[bool, tuple[str, ...]]] = [
+        (True, ("create", "pods", "-n", a)),
+        (True, ("delete", "pods", "-n", a)),
+        (True, ("watch", "services", "-n", a)),
+        (True, ("create", "events", "-n", a)),
+        (True, ("update", "deployments.apps", "-n", a)),
+        (True, ("create", "poddisruptionbudgets.policy", "-n", a)),
+        (True, ("patch", "workloads.kiln.dev", "--subresource=status", "-n", a)),
+        (True, ("reconcile", "deployments.kiln.dev", "-n", a)),
+        (True, ("watch", "customresourcedefinitions.apiextensions.k8s.io")),
+        (True, ("watch", "namespaces")),
+        (True, ("create", "subjectaccessreviews.authorization.k8s.io")),
+        (True, ("watch", "approvals.kiln.dev", "-n", a)),
+        (False, ("watch", "approvals.kiln.dev", "-n", b)),
+        (True, ("update", "leases.coordination.k8s.io/kiln-leader", "-n", namespace)),
+        (False, ("create", "pods", "-n", b)),
+        (False, ("create", "pods", "-n", namespace)),
+        (False, ("list", "pods", "--all-namespaces")),
+        (False, ("watch", "services", "-n", b)),
+        (False, ("create", "events", "-n", b)),
+        (False, ("update", "deployments.apps", "-n", b)),
+        (False, ("create", "poddisruptionbudgets.policy", "-n", b)),
+        (False, ("patch", "workloads.kiln.dev", "--subresource=status", "-n", b)),
+        (False, ("reconcile", "deployments.kiln.dev", "-n", b)),
+        (False, ("list", "artifacts.kiln.dev", "--all-namespaces")),
+        (False, ("update", "leases.coordination.k8s.io/kiln-leader", "-n", a)),
+    ]
+    wrong = []
+    for allowed, check in expected:
+        r = kube.kubectl("auth", "can-i", *check, f"--as={user}", check=False)
         if r.stdout.strip() != ("yes" if allowed else "no"):
             wrong.append(f"can-i {' '.join(check)}: {r.stdout.strip()} {r.stderr.strip()}")
     assert not wrong, "\n".join(wrong)

@@ -22,6 +22,7 @@ from tests.kube import Kube, Operator, webhooks_effective
 
 pytestmark = pytest.mark.cluster
 RELEASE = "kiln"
+PERSONAS = "kiln-helm"
 STORM = 12  # Workloads of two pods each, restarted at once
 
 
@@ -37,8 +38,9 @@ def installed(kube: Kube, operator: Operator, registry_images: dict[str, str],
     kube.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted",
                  "pod-security.kubernetes.io/enforce-version=latest")
     repo, tag = registry_images["operator"].rsplit(":", 1)
+    # The personas' roles under a prefix of their own: `kiln run` (the session's operator) made kiln-*.
     helm.run("install", RELEASE, str(CHART), "--namespace", ns, "--skip-crds", "--set", f"image.repository={repo}",
-             "--set", f"image.tag={tag}", "--wait", "--timeout", "180s")
+             "--set", f"image.tag={tag}", "--set", f"rbac.personas.prefix={PERSONAS}", "--wait", "--timeout", "180s")
     try:
         kube.wait(lambda: webhooks_effective(kube), what="the API server to call the in-cluster webhooks", timeout=60)
         yield helm, ns
@@ -49,9 +51,13 @@ def installed(kube: Kube, operator: Operator, registry_images: dict[str, str],
 
 
 def operator_pod(kube: Kube, ns: str) -> Any:
+    """The operator pod that reconciles: the one named in its Lease (``<pod>_<suffix>``), if it lives."""
+    lease = kube.coordination.read_namespaced_lease(f"{RELEASE}-leader", ns) if kube.exists(
+        kube.coordination.read_namespaced_lease, f"{RELEASE}-leader", ns) else None
+    holder = (lease.spec.holder_identity or "").rsplit("_", 1)[0] if lease else ""
     live = [p for p in kube.core.list_namespaced_pod(ns, label_selector=f"app.kubernetes.io/instance={RELEASE}").items
-            if not p.metadata.deletion_timestamp]
-    return live[0] if len(live) == 1 else None
+            if not p.metadata.deletion_timestamp and p.metadata.name == holder]
+    return live[0] if live else None
 
 
 def test_the_operator_runs_as_a_pod_on_the_real_node(kube: Kube, installed: tuple[Helm, str],
@@ -72,7 +78,7 @@ def test_the_operator_runs_as_a_pod_on_the_real_node(kube: Kube, installed: tupl
 
 def test_tutorial_against_the_installed_operator(kube: Kube, installed: tuple[Helm, str],
                                                  real_namespace: str) -> None:
-    run_tutorial(kube, real_namespace, real=True)
+    run_tutorial(kube, real_namespace, real=True, approver_role=f"{PERSONAS}-approver")
 
 
 def test_operator_pod_deleted_in_a_restart_storm_converges(kube: Kube, installed: tuple[Helm, str]) -> None:

@@ -12,7 +12,8 @@ from tests.kube import Kube
 FEATURES = {"features": [1, 2, 3]}  # v1 scores 0.5 * 6, v2 2.0 * 6
 
 
-def run_tutorial(kube: Kube, namespace: str, *, real: bool, actor: str = "kiln-admin") -> None:
+def run_tutorial(kube: Kube, namespace: str, *, real: bool, actor: str = "kiln-admin",
+                 approver_role: str = "kiln-approver") -> None:
     def k(*args: str, check: bool = True) -> str:
         r = kube.kubectl("-n", namespace, *args, check=check)
         return r.stdout if check else r.stderr
@@ -86,7 +87,7 @@ def run_tutorial(kube: Kube, namespace: str, *, real: bool, actor: str = "kiln-a
     k("apply", "-f", str(EXAMPLES / "04-deployment.yaml"))
     wait("deployment.kiln.dev/my-app", '{.status.conditions[?(@.type=="Approved")].reason}', "AwaitingApproval")
     assert not kube.exists(kube.apps.read_namespaced_deployment, "my-app", namespace), "rolled out unapproved"
-    k("create", "rolebinding", "alice-approver", "--clusterrole=kiln-approver", "--user=alice")
+    k("create", "rolebinding", "alice-approver", f"--clusterrole={approver_role}", "--user=alice")
     k("create", "-f", str(EXAMPLES / "04-approval.yaml"), "--as", "alice")
     k("wait", "--for=condition=Approved", "deployment.kiln.dev/my-app", "--timeout=60s")
     wait("deployment.kiln.dev/my-app", '{.status.conditions[?(@.type=="Ready")].status}', "True", timeout=120)

@@ -56,6 +56,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-webhook" (include "kiln.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{- define "kiln.leaseName" -}}
+{{- printf "%s-leader" (include "kiln.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "kiln.webhookSecretName" -}}
 {{- printf "%s-webhook-tls" (include "kiln.fullname" .) }}
 {{- end }}
@@ -104,8 +108,71 @@ clientConfig:
   {{- if not $.Values.certManager.enabled }}
   caBundle: {{ get (include "kiln.webhookTLS" $ | fromJson) "ca.crt" }}
   {{- end }}
-{{- with $.Values.webhooks.namespaceSelector }}
+{{- if $.Values.webhooks.namespaceSelector }}
 namespaceSelector:
-  {{- toYaml . | nindent 2 }}
+  {{- toYaml $.Values.webhooks.namespaceSelector | nindent 2 }}
+{{- else if $.Values.watchNamespaces }}
+namespaceSelector:
+  matchExpressions:
+    - key: kubernetes.io/metadata.name
+      operator: In
+      values:
+        {{- toYaml $.Values.watchNamespaces | nindent 8 }}
 {{- end }}
+{{- end }}
+
+{{/*
+The operator's rights to namespaced objects: in a ClusterRole for a cluster-wide install, in a Role per
+namespace with watchNamespaces.
+*/}}
+{{- define "kiln.namespacedRules" -}}
+# Its own kinds: kopf lists, watches and patches them (annotations, finalizers); the reconcilers
+# and the webhooks read them; a Workload with an inline artifact creates the Draft Artifact.
+- apiGroups: ["kiln.dev"]
+  resources: ["artifacts"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["kiln.dev"]
+  resources: ["workloads", "deployments"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["kiln.dev"]
+  resources: ["artifacts/status", "workloads/status", "deployments/status"]
+  verbs: ["patch"]
+# Governed Deployments' approvals: the operator reacts to new Approvals and reads them, and the
+# namespace's ApprovalPolicy "default", to decide a change waiting for them.
+- apiGroups: ["kiln.dev"]
+  resources: ["approvals"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["kiln.dev"]
+  resources: ["approvalpolicies"]
+  verbs: ["get"]
+# Kiln's own verb: the status policy (admissionpolicies.yaml) lets only those who may `reconcile` its
+# kinds (in the object's namespace) write their status.
+- apiGroups: ["kiln.dev"]
+  resources: ["artifacts", "workloads", "deployments"]
+  verbs: ["reconcile"]
+# Children carry blockOwnerDeletion ownerReferences: clusters that enforce owner references
+# (OwnerReferencesPermissionEnforcement) require this on the owners.
+- apiGroups: ["kiln.dev"]
+  resources: ["workloads/finalizers", "deployments/finalizers"]
+  verbs: ["update"]
+# The children: a Workload's pods (created and deleted one by one) and the Services of Workloads and
+# Deployments; both listed, watched and indexed by the operator (get: an index entry no watch event
+# has confirmed after start-up is checked once).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# kopf posts Events (kopf.info / kopf.warn).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+# A governed Deployment's apps/v1 Deployment (watched for rollouts; hand edits are replaced).
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "update"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "create", "patch", "delete"]
 {{- end }}

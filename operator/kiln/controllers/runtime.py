@@ -259,6 +259,12 @@ class Runtime:
         if self.resync_interval > 0:
             self._resyncer = loop.create_task(resync_every(self.resync_interval))
 
+    def stop(self) -> None:
+        """Cancel the background loops (at kopf's clean-up)."""
+        for task in (self._sweeper, self._resyncer):
+            if task is not None:
+                task.cancel()
+
 
 def of(memo: Any) -> Runtime:
     """The runtime from a handler's ``memo``."""
