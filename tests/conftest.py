@@ -66,7 +66,8 @@ def namespace(kube: Kube) -> Iterator[str]:
     """A fresh namespace per test, on the simulated node; deleted afterwards."""
     name = make_namespace(kube)
     yield name
-    kube.core.delete_namespace(name, propagation_policy="Background")
+    if kube.exists(kube.core.read_namespace, name):  # a test may have deleted it
+        kube.core.delete_namespace(name, propagation_policy="Background")
 
 
 REPO = Path(__file__).resolve().parents[1]

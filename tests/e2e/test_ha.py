@@ -66,7 +66,7 @@ def release(kube: Kube, operator: Operator, registry_images: dict[str, str],
     rel = Release(helm, ns, work)
     try:
         helm.run("install", RELEASE, str(CHART), "--namespace", ns, "--skip-crds", "--set", f"image.repository={repo}",
-                 "--set", f"image.tag={tag}", "--wait", "--timeout", "240s")
+                 "--set", f"image.tag={tag}", "--set", f"rbac.personas.prefix={ns}", "--wait", "--timeout", "240s")
         kube.wait(lambda: webhooks_effective(kube), what="the API server to call the in-cluster webhooks", timeout=60)
         create(kube, work, artifact("model", [container()]))
         kube.custom.patch_namespaced_custom_object("kiln.dev", "v1alpha1", work, "artifacts", "model",

@@ -39,8 +39,9 @@ def kubectl_as(kube: Kube, user: str, namespace: str, *args: str, body: dict[str
 
 
 def approval(dep: str, generation: int, decision: str = "Approve", comment: str = "",
-             approver: str | None = None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"deploymentRef": {"name": dep}, "generation": generation, "decision": decision}
+             approver: str | None = None, deletion: bool = False) -> dict[str, Any]:
+    spec: dict[str, Any] = {"deploymentRef": {"name": dep}, "generation": generation, "decision": decision,
+                            "deletion": deletion}
     if comment:
         spec["comment"] = comment
     if approver:
@@ -50,10 +51,10 @@ def approval(dep: str, generation: int, decision: str = "Approve", comment: str 
 
 
 def decide(kube: Kube, user: str, namespace: str, dep: str, decision: str = "Approve", comment: str = "",
-           generation: int | None = None, approver: str | None = None) -> Any:
+           generation: int | None = None, approver: str | None = None, deletion: bool = False) -> Any:
     gen = generation or get(kube, namespace, "deployments", dep)["metadata"]["generation"]
     return kubectl_as(kube, user, namespace, "create", "-f", "-",
-                      body=approval(dep, gen, decision, comment, approver))
+                      body=approval(dep, gen, decision, comment, approver, deletion))
 
 
 def approved_condition(kube: Kube, namespace: str, dep: str, reason: str, timeout: float = 60) -> dict[str, Any]:
@@ -250,3 +251,28 @@ def test_registration_and_approvals_fail_closed_while_the_webhooks_are_down(kube
         operator.start()
     assert get(kube, ns, "artifacts", "draft")["spec"]["lifecycle"] == "Draft"
     assert json.loads(kube.kubectl("-n", ns, "get", "approvals", "-o", "json").stdout)["items"] == []
+
+
+def test_deleting_a_governed_deployment_waits_for_approvals(kube: Kube, team: str) -> None:
+    """The Delete trigger: a High Deployment is deleted once someone other than who deletes it has
+    approved its deletion; a namespace being deleted still takes it along."""
+    ns = team
+    registered_by(kube, ns, "v1", REGISTRAR, "registry.example/app:1")
+    assert kubectl_as(kube, DEPLOYER, ns, "create", "-f", "-",
+                      body=deployment("prod", artifact_ref="v1", importance="High")).returncode == 0
+    approved_condition(kube, ns, "prod", "AwaitingApproval")
+    assert decide(kube, APPROVER, ns, "prod").returncode == 0
+    approved_condition(kube, ns, "prod", "Approved")
+    r = kubectl_as(kube, DEPLOYER, ns, "delete", "deployment.kiln.dev", "prod")
+    assert r.returncode != 0 and "needs 1 approval(s) of its deletion" in r.stderr, r.stderr
+    assert decide(kube, APPROVER, ns, "prod", deletion=True, comment="retire it").returncode == 0
+    r = kubectl_as(kube, APPROVER, ns, "delete", "deployment.kiln.dev", "prod", "--wait=false")
+    assert r.returncode != 0, "the approver deleted on their own approval"
+    r = kubectl_as(kube, DEPLOYER, ns, "delete", "deployment.kiln.dev", "prod", "--wait=false")
+    assert r.returncode == 0, r.stderr
+
+    # Another one stays until its namespace goes: the namespace's deletion is not refused.
+    assert kubectl_as(kube, DEPLOYER, ns, "create", "-f", "-",
+                      body=deployment("other", artifact_ref="v1", importance="High")).returncode == 0
+    kube.core.delete_namespace(ns)
+    kube.wait(lambda: not kube.exists(kube.core.read_namespace, ns), what=f"namespace {ns} deleted", timeout=90)

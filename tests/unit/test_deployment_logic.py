@@ -21,7 +21,8 @@ from kiln.api.models import (
     Trigger,
 )
 from kiln.controllers import builders as b
-from kiln.controllers.deployments import blocked_status, gate, history_entries, plan, rollout_conditions
+from kiln.controllers.deployments import blocked_status, history_entries, plan, rollout_conditions
+from kiln.controllers.governance import deletion_verdict, gate
 from kiln.tree import drift
 
 C = [Container.model_validate({"name": "app", "image": "registry.example/app:1",
@@ -250,3 +251,15 @@ def test_the_gate_rejects_expires_and_skips_what_the_policy_does_not_ask() -> No
     assert free.may_roll_out and free.approved.reason == "NotRequired" and free.entries == []
     only_zero = ApprovalPolicySpec(triggers=[Trigger.SCALE_TO_ZERO])
     assert gate(d, changes, only_zero, lambda: [], "2026-01-01T00:00:00Z").may_roll_out, "Create not a trigger"
+
+
+def test_a_deletion_needs_approvals_by_others_than_who_deletes() -> None:
+    d = governed()  # High: one approval
+    policy = ApprovalPolicySpec()
+    change_ok = _approval("bob")  # approves a change, not the deletion
+    assert "needs 1 approval(s) of its deletion (0 so far)" in (deletion_verdict(d, policy, [change_ok], "alice") or "")
+    gone = Approval.model_validate({**_approval("bob").to_dict(), "spec": {**_approval("bob").spec.to_dict(),
+                                                                            "deletion": True}})
+    assert deletion_verdict(d, policy, [gone], "alice") is None
+    assert deletion_verdict(d, policy, [gone], "bob") is not None, "not on one's own approval"
+    assert deletion_verdict(d, ApprovalPolicySpec(triggers=[Trigger.CREATE]), [], "alice") is None

@@ -47,6 +47,7 @@ REFERENCE_CHECKS: dict[str, tuple[str, list[str]]] = {
 GOVERNANCE_VALIDATING: dict[str, tuple[str, list[str]]] = {
     "validate-deployment": ("deployments", ["CREATE", "UPDATE"]),
     "validate-approval": ("approvals", ["CREATE"]),
+    "validate-deployment-deletion": ("deployments", ["DELETE"]),
 }
 GOVERNANCE_MUTATING: dict[str, tuple[str, list[str]]] = {
     "audit-deployment": ("deployments", ["CREATE", "UPDATE"]),

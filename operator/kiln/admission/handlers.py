@@ -25,9 +25,11 @@ from kiln.api.models import (
     ApprovalSpec,
     Artifact,
     ArtifactSpec,
+    Deployment,
     DeploymentSpec,
     KilnModel,
     Lifecycle,
+    Trigger,
     Workload,
     problems,
     register_command,
@@ -300,13 +302,33 @@ def validate_approval(r: Review) -> None:
         raise Denied(f"Approval {r.name}: spec.generation {spec.generation} is not the current change of "
                      f"Deployment {dep_name} (generation {current}): decide the current one")
     requester = ((dep["metadata"].get("annotations") or {}).get(A_CHANGED_BY))
-    if requester == r.username:
+    if requester == r.username and not spec.deletion:  # who deletes is checked when they delete
         raise Denied(f"Approval {r.name}: {r.username} requested generation {current} of Deployment {dep_name} "
                      "and cannot decide it: another approver must", code=403)
     if not allowed(r, VERB_APPROVE, DEPLOYMENTS, dep_name, GROUP):
         raise Denied(f"Approval {r.name}: deciding changes of Deployment {dep_name} needs the verb {VERB_APPROVE} "
                      f"on deployments.{GROUP} in namespace {r.namespace}, which {r.username} does not have",
                      code=403)
+
+
+def validate_deployment_deletion(r: Review) -> None:
+    """Deleting a governed Deployment waits for approvals as its policy says (the Delete trigger); a
+    namespace being deleted takes its Deployments along."""
+    try:
+        dep = Deployment.model_validate(r.obj)
+    except pydantic.ValidationError:
+        return  # not one the operator runs
+    from kiln.controllers import governance
+
+    policy = governance.policy_of(r.namespace)
+    if Trigger.DELETE not in policy.triggers or not policy.approvals_for(dep.spec.importance):
+        return
+    namespace = _kube().core().read_namespace(r.namespace)
+    if namespace.status and namespace.status.phase == "Terminating":
+        return
+    why = governance.deletion_verdict(dep, policy, governance.approvals_of(r.namespace), r.username)
+    if why:
+        raise Denied(why, code=403)
 
 
 # The webhook paths: each request is answered in its connection's thread of the webhook server.
@@ -317,6 +339,7 @@ HANDLERS: dict[str, Callable[[Review], Changes | None]] = {
     "validate-deployment": validate_deployment,
     "stamp-approval": stamp_approval,
     "validate-approval": validate_approval,
+    "validate-deployment-deletion": validate_deployment_deletion,
     "check-artifact-references": check_references,
     "check-workload-references": check_references,
 }

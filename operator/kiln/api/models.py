@@ -847,6 +847,7 @@ class Trigger(StrEnum):
     ARTIFACT_SWITCH = "ArtifactSwitch"
     IMPORTANCE_CHANGE = "ImportanceChange"
     SCALE_TO_ZERO = "ScaleToZero"
+    DELETE = "Delete"
 
 
 class ApprovalRule(KilnModel):
@@ -868,8 +869,9 @@ class ApprovalPolicySpec(KilnModel):
         "Approvals needed per importance; an importance not listed needs none."))] = Field(
         default_factory=lambda: [ApprovalRule(importance=Importance(i), approvals=n) for i, n in DEFAULT_RULES])
     triggers: list[Trigger] = Field(
-        default_factory=lambda: list(Trigger), max_length=4,
-        description="The changes that wait for approvals: Create, ArtifactSwitch, ImportanceChange, ScaleToZero.")
+        default_factory=lambda: list(Trigger), max_length=5,
+        description="The changes that wait for approvals: Create, ArtifactSwitch, ImportanceChange, ScaleToZero, "
+        "Delete (all by default).")
     expire_after_seconds: int = Field(
         7 * 24 * 3600, ge=1, le=365 * 24 * 3600,
         description="A change still waiting for approvals after this long expires (default one week).")
@@ -905,6 +907,7 @@ class ApprovalSpec(KilnModel):
     deployment_ref: DeploymentReference = Field(description="The Deployment whose change this decides.")
     generation: int = Field(ge=1, description="The Deployment's metadata.generation being decided.")
     decision: ApprovalDecision = Field(description="Approve or Reject.")
+    deletion: bool = Field(False, description="It decides deleting the Deployment, not a change of it.")
     comment: ShortText | None = Field(None, description="Why.")
     approver: ShortText | None = Field(None, description="Who decided: set at admission, never by the user.")
 
