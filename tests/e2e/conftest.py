@@ -85,3 +85,22 @@ def service_url(kube: Kube, namespace: str, name: str, path: str) -> str:
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def install_chart(kube: Kube, operator: Any, image: str, helm_home: Path, release: str, personas: str,
+                  timeout: str = "240s") -> tuple[Any, str]:
+    """The chart installed (the session's `kiln run` stopped first) in a namespace of its own on the real
+    node (restricted Pod Security), the operator's image from the local registry, the personas' roles
+    under ``personas`` (`kiln run` made kiln-*). Returns the Helm and the namespace."""
+    from tests.chart.conftest import CHART, Helm, _tool
+
+    operator.stop()
+    operator.remove_webhooks()
+    helm = Helm(_tool("helm", "hack/helm/build.sh"), helm_home, kube.kubeconfig)
+    ns = make_namespace(kube, node="real")
+    kube.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted",
+                 "pod-security.kubernetes.io/enforce-version=latest")
+    repo, tag = image.rsplit(":", 1)
+    helm.run("install", release, str(CHART), "--namespace", ns, "--skip-crds", "--set", f"image.repository={repo}",
+             "--set", f"image.tag={tag}", "--set", f"rbac.personas.prefix={personas}", "--wait", "--timeout", timeout)
+    return helm, ns

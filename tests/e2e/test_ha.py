@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from tests.chart.conftest import CHART, Helm, _tool
+from tests.chart.conftest import Helm
 from tests.conftest import make_namespace
+from tests.e2e.conftest import install_chart
 from tests.integration.test_deployments import deployment, wait_ready
 from tests.integration.test_workloads import artifact, container, create, get, workload
 from tests.kube import Kube, Operator, webhooks_effective
@@ -55,18 +56,11 @@ def release(kube: Kube, operator: Operator, registry_images: dict[str, str],
     """The chart installed with its defaults (two replicas, leader election) in a namespace of its own
     (restricted Pod Security), the operator's image from the local registry; a registered artifact and
     a governed Deployment of it in another namespace. Uninstalled at the end, the session's operator back."""
-    operator.stop()
-    operator.remove_webhooks()
-    helm = Helm(_tool("helm", "hack/helm/build.sh"), tmp_path_factory.mktemp("helm-home"), kube.kubeconfig)
-    ns = make_namespace(kube, node="real")
-    kube.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted",
-                 "pod-security.kubernetes.io/enforce-version=latest")
-    repo, tag = registry_images["operator"].rsplit(":", 1)
+    helm, ns = install_chart(kube, operator, registry_images["operator"], tmp_path_factory.mktemp("helm-home"),
+                             RELEASE, f"{RELEASE}-ha")
     work = make_namespace(kube, node="kwok")
     rel = Release(helm, ns, work)
     try:
-        helm.run("install", RELEASE, str(CHART), "--namespace", ns, "--skip-crds", "--set", f"image.repository={repo}",
-                 "--set", f"image.tag={tag}", "--set", f"rbac.personas.prefix={ns}", "--wait", "--timeout", "240s")
         kube.wait(lambda: webhooks_effective(kube), what="the API server to call the in-cluster webhooks", timeout=60)
         create(kube, work, artifact("model", [container()]))
         kube.custom.patch_namespaced_custom_object("kiln.dev", "v1alpha1", work, "artifacts", "model",

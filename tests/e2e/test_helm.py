@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.chart.conftest import CHART, Helm, _tool
+from tests.chart.conftest import CHART, Helm
 from tests.conftest import make_namespace
-from tests.e2e.conftest import answer, service_url
+from tests.e2e.conftest import answer, install_chart, service_url
 from tests.e2e.tutorial import FEATURES, run_tutorial
 from tests.integration.test_workloads import artifact, container, create, get, pods, workload
 from tests.kube import Kube, Operator, webhooks_effective
@@ -31,16 +31,8 @@ def installed(kube: Kube, operator: Operator, registry_images: dict[str, str],
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Helm, str]]:
     """The chart installed in a namespace of its own (restricted Pod Security), the operator's image from
     the local registry; uninstalled at the end, and the session's operator back."""
-    operator.stop()
-    operator.remove_webhooks()
-    helm = Helm(_tool("helm", "hack/helm/build.sh"), tmp_path_factory.mktemp("helm-home"), kube.kubeconfig)
-    ns = make_namespace(kube, node="real")
-    kube.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted",
-                 "pod-security.kubernetes.io/enforce-version=latest")
-    repo, tag = registry_images["operator"].rsplit(":", 1)
-    # The personas' roles under a prefix of their own: `kiln run` (the session's operator) made kiln-*.
-    helm.run("install", RELEASE, str(CHART), "--namespace", ns, "--skip-crds", "--set", f"image.repository={repo}",
-             "--set", f"image.tag={tag}", "--set", f"rbac.personas.prefix={PERSONAS}", "--wait", "--timeout", "180s")
+    helm, ns = install_chart(kube, operator, registry_images["operator"], tmp_path_factory.mktemp("helm-home"),
+                             RELEASE, PERSONAS, timeout="180s")
     try:
         kube.wait(lambda: webhooks_effective(kube), what="the API server to call the in-cluster webhooks", timeout=60)
         yield helm, ns

@@ -187,44 +187,46 @@ def _cel_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _policy(name: str, operations: list[str], resources: list[str], validations: list[Body],
+            **spec: Any) -> tuple[Body, Body]:
+    """A ValidatingAdmissionPolicy on Kiln's kinds (failing closed) and its binding (Deny), both ``name``."""
+    meta = {"name": name, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}}
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": meta,
+        "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [{
+            "apiGroups": [GROUP], "apiVersions": ["*"], "operations": operations, "resources": resources}]},
+            **spec, "validations": validations}}
+    binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+               "metadata": meta, "spec": {"policyName": name, "validationActions": ["Deny"]}}
+    return policy, binding
+
+
 def spec_policy(name: str) -> tuple[Body, Body]:
     """A ValidatingAdmissionPolicy for what the Pod or Service API would refuse but a CRD rule cannot
     afford to check (its estimated cost is over the CRD's budget): one port name for two ports (the
     Service's ports take the names), a container's requests above its limits; in an Artifact or a
     Workload's inline artifact."""
-    meta = {"name": name, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}}
     keys = "[" + ", ".join(f"'{k}'" for k in COMPARED_RESOURCES) + "]"
     within = (f"!has(c.resources) || !has(c.resources.requests) || !has(c.resources.limits) || {keys}.all(k, "
               "!(k in c.resources.requests) || !(k in c.resources.limits) || quantity(string(c.resources.requests[k]))"
               ".compareTo(quantity(string(c.resources.limits[k]))) <= 0)")
-    policy = {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": meta,
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [GROUP], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
-                "resources": [ARTIFACTS, WORKLOADS]}]},
-            "variables": [{"name": "containers", "expression": (
-                "has(object.spec.containers) ? object.spec.containers : "
-                "(has(object.spec.artifact) && has(object.spec.artifact.containers) ? object.spec.artifact.containers"
-                " : [])")}],
-            "validations": [{
-                "expression": (
-                    "variables.containers.all(c, !has(c.ports) || c.ports.all(p, !has(p.name) || "
-                    "variables.containers.all(d, !has(d.ports) || d.ports.all(q, !has(q.name) || "
-                    "q.name != p.name || (q.containerPort == p.containerPort && q.protocol == p.protocol)))))"),
-                "messageExpression": ("'spec' + (has(object.spec.containers) ? '' : '.artifact') + '.' + "
-                                      + _cel_string(PORT_NAMES_MESSAGE)),
-                "reason": "Invalid"}, {
-                "expression": f"variables.containers.all(c, {within})",
-                "messageExpression": (
-                    "'spec' + (has(object.spec.containers) ? '' : '.artifact') + '.containers[' + "
-                    f"string(variables.containers.map(c, !({within})).indexOf(true)) + '].resources: "
-                    f"{REQUESTS_WITHIN_LIMITS}'"),
-                "reason": "Invalid"}]}}
-    binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-               "metadata": meta, "spec": {"policyName": name, "validationActions": ["Deny"]}}
-    return policy, binding
+    return _policy(name, ["CREATE", "UPDATE"], [ARTIFACTS, WORKLOADS], variables=[{"name": "containers", "expression": (
+        "has(object.spec.containers) ? object.spec.containers : "
+        "(has(object.spec.artifact) && has(object.spec.artifact.containers) ? object.spec.artifact.containers"
+        " : [])")}], validations=[{
+            "expression": (
+                "variables.containers.all(c, !has(c.ports) || c.ports.all(p, !has(p.name) || "
+                "variables.containers.all(d, !has(d.ports) || d.ports.all(q, !has(q.name) || "
+                "q.name != p.name || (q.containerPort == p.containerPort && q.protocol == p.protocol)))))"),
+            "messageExpression": ("'spec' + (has(object.spec.containers) ? '' : '.artifact') + '.' + "
+                                  + _cel_string(PORT_NAMES_MESSAGE)),
+            "reason": "Invalid"}, {
+            "expression": f"variables.containers.all(c, {within})",
+            "messageExpression": (
+                "'spec' + (has(object.spec.containers) ? '' : '.artifact') + '.containers[' + "
+                f"string(variables.containers.map(c, !({within})).indexOf(true)) + '].resources: "
+                f"{REQUESTS_WITHIN_LIMITS}'"),
+            "reason": "Invalid"}])
 
 
 def policies(prefix: str) -> list[Body]:
@@ -238,31 +240,20 @@ def orphan_policy(name: str) -> tuple[Body, Body]:
     """A ValidatingAdmissionPolicy: a governed Deployment is never deleted leaving production running
     without it (``kubectl delete --cascade=orphan``, or the ``orphan`` finalizer), which would leave the
     apps/v1 Deployment unowned and its audit trail gone. Scale it to zero or delete it with its children."""
-    meta = {"name": name, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}}
     why = ("would leave its apps/v1 Deployment running in production without its governance and audit trail; "
            "delete it with its children (--cascade=background or foreground) or scale it to 0 first")
-    policy = {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": meta,
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [GROUP], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE", "DELETE"],
-                "resources": [DEPLOYMENTS]}]},
-            "validations": [{
-                "expression": ("request.operation != 'DELETE' || !has(request.options) || "
-                               "((!has(request.options.propagationPolicy) || request.options.propagationPolicy "
-                               "!= 'Orphan') && (!has(request.options.orphanDependents) || "
-                               "!request.options.orphanDependents))"),
-                "messageExpression": f"'deleting Deployment ' + request.name + ' with orphaned children {why}'",
-                "reason": "Forbidden"}, {
-                "expression": ("request.operation == 'DELETE' || !has(object.metadata.finalizers) || "
-                               "!('orphan' in object.metadata.finalizers)"),
-                "messageExpression": (f"'metadata.finalizers: the orphan finalizer on Deployment ' + request.name"
-                                      f" + ' {why}'"),
-                "reason": "Forbidden"}]}}
-    binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-               "metadata": meta, "spec": {"policyName": name, "validationActions": ["Deny"]}}
-    return policy, binding
+    return _policy(name, ["CREATE", "UPDATE", "DELETE"], [DEPLOYMENTS], [{
+        "expression": ("request.operation != 'DELETE' || !has(request.options) || "
+                       "((!has(request.options.propagationPolicy) || request.options.propagationPolicy "
+                       "!= 'Orphan') && (!has(request.options.orphanDependents) || "
+                       "!request.options.orphanDependents))"),
+        "messageExpression": f"'deleting Deployment ' + request.name + ' with orphaned children {why}'",
+        "reason": "Forbidden"}, {
+        "expression": ("request.operation == 'DELETE' || !has(object.metadata.finalizers) || "
+                       "!('orphan' in object.metadata.finalizers)"),
+        "messageExpression": (f"'metadata.finalizers: the orphan finalizer on Deployment ' + request.name"
+                              f" + ' {why}'"),
+        "reason": "Forbidden"}])
 
 
 def status_policy(name: str) -> tuple[Body, Body]:
@@ -271,25 +262,14 @@ def status_policy(name: str) -> tuple[Body, Body]:
     by whoever may ``reconcile`` them, a verb of Kiln's own that the operator's role grants. A role that
     lets users write ``*/status`` with the usual verbs does not let them forge it. It holds while the
     operator is down, and for every client (the API server evaluates it)."""
-    meta = {"name": name, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}}
     resource = "request.resource.resource + '.' + request.resource.group"
-    policy = {
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": meta,
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [GROUP], "apiVersions": ["*"], "operations": ["UPDATE"],
-                "resources": [f"{plural}/status" for plural in (ARTIFACTS, WORKLOADS, DEPLOYMENTS)]}]},
-            "validations": [{
-                "expression": (f"authorizer.group('{GROUP}').resource(request.resource.resource)"
-                               f".namespace(request.namespace).name(request.name).check('{VERB_RECONCILE}')"
-                               ".allowed()"),
-                "messageExpression": (f"'the status of ' + {resource} + ' ' + request.name + ' is written by the "
-                                      f"Kiln operator only: it needs the verb {VERB_RECONCILE} on ' + {resource}"),
-                "reason": "Forbidden"}]}}
-    binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-               "metadata": meta, "spec": {"policyName": name, "validationActions": ["Deny"]}}
-    return policy, binding
+    return _policy(name, ["UPDATE"], [f"{plural}/status" for plural in (ARTIFACTS, WORKLOADS, DEPLOYMENTS)], [{
+        "expression": (f"authorizer.group('{GROUP}').resource(request.resource.resource)"
+                       f".namespace(request.namespace).name(request.name).check('{VERB_RECONCILE}')"
+                       ".allowed()"),
+        "messageExpression": (f"'the status of ' + {resource} + ' ' + request.name + ' is written by the "
+                              f"Kiln operator only: it needs the verb {VERB_RECONCILE} on ' + {resource}"),
+        "reason": "Forbidden"}])
 
 
 # --- the personas' roles ----------------------------------------------------------------------------
