@@ -200,6 +200,7 @@ EXPECTED_RULES = {
     ("kiln.dev", "approvals"): {"get", "list", "watch"},
     ("kiln.dev", "approvalpolicies"): {"get"},
     ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
+    ("", "namespaces"): {"get"},  # a terminating namespace takes its governed Deployments along
 }
 
 
@@ -215,7 +216,7 @@ def _rules(role: Obj) -> dict[tuple[str, str], set[str]]:
 
 # Only what exists cluster-wide: the rest is namespaced (a Role per watched namespace) when it can be.
 CLUSTER_SCOPED = {("apiextensions.k8s.io", "customresourcedefinitions"),
-                  ("authorization.k8s.io", "subjectaccessreviews")}
+                  ("authorization.k8s.io", "subjectaccessreviews"), ("", "namespaces")}
 
 
 def _least(role: Obj) -> None:
@@ -249,7 +250,7 @@ def test_namespaced_install_has_roles_in_its_namespaces_and_no_cluster_rights_to
     _least(cluster_role)
     # kopf lists and watches namespaces to serve some of them only.
     assert _rules(cluster_role) == {**{k: EXPECTED_RULES[k] for k in CLUSTER_SCOPED},
-                                    ("", "namespaces"): {"list", "watch"}}
+                                    ("", "namespaces"): {"get", "list", "watch"}}
     for resource in ("pods", "services", "events"):
         assert ("", resource) not in _rules(cluster_role)
     _bound(objs, "ClusterRole", f"{NS}-kiln")
