@@ -305,8 +305,10 @@ def test_kubectl_get_columns(kube: Kube, operator: Operator, namespace: str) -> 
     assert "workload.kiln.dev/cols" in out and "artifact.kiln.dev/cols" in out
     wl = kube.kubectl("get", "workloads.kiln.dev", "-n", namespace).stdout.splitlines()
     header = wl[0].split()
-    assert {"ARTIFACT", "STATE", "READY"} <= set(header), header
-    assert "Running" in wl[1]
+    assert {"ARTIFACT", "STATE", "READY", "ENDPOINT"} <= set(header), header
+    assert "Running" in wl[1] and f"http://cols-dev.{namespace}.svc:8080" in wl[1], wl
+    assert get(kube, namespace, "workloads", "cols")["status"]["endpoints"] == [
+        {"name": "http", "url": f"http://cols-dev.{namespace}.svc:8080"}]
 
 
 # --- resilience -------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from kiln.api.models import (
     Trigger,
 )
 from kiln.controllers import builders as b
-from kiln.controllers.deployments import blocked_status, history_entries, plan, rollout_conditions
+from kiln.controllers.deployments import blocked_status, history_entries, plan, rollout_conditions, rollout_status
 from kiln.controllers.governance import deletion_verdict, gate
 from kiln.tree import drift
 
@@ -209,6 +209,8 @@ def test_governed_pods_are_selected_by_the_deployments_uid() -> None:
     assert p.pdb is not None and p.pdb["spec"]["selector"]["matchLabels"]["kiln.dev/owner-uid"] == "u"
     assert p.apps["spec"]["template"]["metadata"]["labels"]["kiln.dev/owner-uid"] == "u"
     assert p.apps["spec"]["selector"] == {"matchLabels": {"kiln.dev/deployment": "prod"}}, "immutable: unchanged"
+    st = rollout_status(governed(), p, None, "t")
+    assert [(e.name, e.url) for e in st.endpoints or []] == [("tcp-8080", "http://prod.ns.svc:8080")]
 
 
 # --- governance: the approval gate (kiln.controllers.deployments.gate) -------------------------------

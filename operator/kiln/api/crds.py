@@ -434,6 +434,7 @@ WORKLOAD_COLUMNS = [
     _READY,
     _col("Replicas", ".spec.replicas", "integer", description="Desired pods"),
     _col("Ready-Replicas", ".status.readyReplicas", "integer", description="Ready pods"),
+    _col("Endpoint", ".status.endpoints[0].url", description="In-cluster URL of its first port"),
     _col("Digest", ".status.artifact.specDigest", priority=1, description="Digest of the spec being run"),
     _AGE,
 ]
@@ -445,6 +446,7 @@ DEPLOYMENT_COLUMNS = [
     _READY,
     _col("Replicas", ".spec.replicas", "integer", description="Desired pods"),
     _col("Ready-Replicas", ".status.readyReplicas", "integer", description="Ready pods"),
+    _col("Endpoint", ".status.endpoints[0].url", description="In-cluster URL of its first port"),
     _col("Digest", ".status.artifact.specDigest", priority=1, description="Pinned artifact digest"),
     _AGE,
 ]

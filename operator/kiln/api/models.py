@@ -709,6 +709,18 @@ class WorkloadArtifactStatus(KilnModel):
     )
 
 
+class Endpoint(KilnModel):
+    """Where a Workload or a Deployment can be reached in the cluster: one per declared port."""
+
+    name: Annotated[str, StringConstraints(max_length=63)] = Field(description="The Service port's name.")
+    url: Annotated[str, StringConstraints(max_length=512)] = Field(
+        description="In-cluster URL: <scheme>://<service>.<namespace>.svc:<port>.")
+
+
+Endpoints = Annotated[list[Endpoint] | None, Field(
+    None, max_length=MAX_PORTS, description="In-cluster URLs of its Service, one per declared port.")]
+
+
 class WorkloadStatus(KilnModel):
     """Observed state of a Workload."""
 
@@ -723,6 +735,7 @@ class WorkloadStatus(KilnModel):
     restarted_at: ShortText | None = Field(
         None, description="Last kiln.dev/restartedAt annotation value acted upon."
     )
+    endpoints: Endpoints = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -828,6 +841,7 @@ class DeploymentStatus(KilnModel):
     artifact: DeploymentArtifactStatus | None = Field(None, description="The Artifact being run.")
     replicas: int | None = Field(None, ge=0, description="Number of pods the Deployment runs.")
     ready_replicas: int | None = Field(None, ge=0, description="Number of ready pods.")
+    endpoints: Endpoints = None
     history: list[HistoryEntry] | None = Field(
         None,
         max_length=MAX_HISTORY,

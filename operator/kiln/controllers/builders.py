@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from kiln.api.models import DEV_SERVICE_SUFFIX, Container, ObjectMeta
+from kiln.api.models import DEV_SERVICE_SUFFIX, Container, Endpoint, ObjectMeta
 from kiln.names import (
     A_DIGEST,
     API_VERSION,
@@ -146,6 +146,15 @@ def service(name: str, artifact: str, component: str, selector: dict[str, str],
         "metadata": {"name": name, "labels": {**common_labels(artifact, name, component), **selector}},
         "spec": {"type": "ClusterIP", "selector": dict(selector), "ports": ports},
     }
+
+
+def endpoints(service: Body | None, namespace: str) -> list[Endpoint] | None:
+    """In-cluster URLs of a Service's ports (None without a Service): http for TCP ports."""
+    if service is None:
+        return None
+    host = f"{service['metadata']['name']}.{namespace}.svc"
+    return [Endpoint(name=p["name"], url=f"{'http' if p['protocol'] == 'TCP' else p['protocol'].lower()}://"
+                                         f"{host}:{p['port']}") for p in service["spec"]["ports"]]
 
 
 def owner_reference(meta: ObjectMeta, kind: str) -> Body:

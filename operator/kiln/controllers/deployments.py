@@ -168,7 +168,7 @@ def blocked_status(dep: Deployment, reason: str, msg: str, at: str, approved: Co
     old, gen = dep.status, dep.metadata.generation
     return DeploymentStatus(
         observed_generation=gen, artifact=old.artifact, replicas=old.replicas, ready_replicas=old.ready_replicas,
-        history=((old.history or []) + list(entries))[-MAX_HISTORY:] or None,
+        endpoints=old.endpoints, history=((old.history or []) + list(entries))[-MAX_HISTORY:] or None,
         conditions=merge(old.conditions, with_approved([
             condition(READY, False, reason, msg, gen), condition(PROGRESSING, False, reason, msg, gen),
             get(old.conditions, AVAILABLE) or condition(AVAILABLE, False, reason, msg, gen)], old.conditions,
@@ -206,6 +206,7 @@ def rollout_status(dep: Deployment, todo: Plan, apps: Body | None, at: str,
     conditions, ready = rollout_conditions(apps, todo.replicas, dep.metadata.generation)
     return DeploymentStatus(
         observed_generation=dep.metadata.generation, replicas=todo.replicas, ready_replicas=ready,
+        endpoints=b.endpoints(todo.service, dep.metadata.namespace),
         artifact=DeploymentArtifactStatus(name=todo.artifact, uid=todo.uid or None, spec_digest=todo.digest),
         history=todo.history,
         conditions=merge(dep.status.conditions, with_approved(conditions, dep.status.conditions, approved), at))

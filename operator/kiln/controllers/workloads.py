@@ -140,7 +140,7 @@ def plan(wl: models.Workload, art: ArtifactView | None, pods: list[PodView], *, 
         observed_generation=gen, state=state, replicas=replicas, ready_replicas=ready,
         artifact=models.WorkloadArtifactStatus(name=art_name, uid=art.uid or None, lifecycle=art.spec.lifecycle,
                                                spec_digest=art.digest),
-        restarted_at=restarted_at,
+        restarted_at=restarted_at, endpoints=b.endpoints(service, meta.namespace),
         conditions=conds(
             (ok, reason, msg),
             (running and ready >= max(replicas, 1),
