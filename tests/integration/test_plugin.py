@@ -131,7 +131,8 @@ def test_completion_scripts_and_kubectl_plugin_completion(kube: Kube, operator: 
     assert zsh.startswith("#compdef kubectl-kiln") and "compdef _kubectl_kiln kubectl-kiln" in zsh
 
     def bash_complete(*words: str) -> list[str]:
-        script = (f"source <(kubectl-kiln completion bash)\nCOMP_WORDS=(kubectl-kiln {' '.join(map(shlex.quote, words))})\n"
+        quoted = " ".join(map(shlex.quote, words))
+        script = (f"source <(kubectl-kiln completion bash)\nCOMP_WORDS=(kubectl-kiln {quoted})\n"
                   f"COMP_CWORD={len(words)}\n_kubectl_kiln\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"")
         r = subprocess.run(["bash", "-c", script], env=env(kube), text=True, capture_output=True, timeout=30)
         assert r.returncode == 0, r.stderr
