@@ -8,6 +8,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 kc() { kubectl --kubeconfig="$KUBECONFIG" "$@"; }   # quiet, for captured output
 k() { echo "\$ kubectl $*" | sed "s|--kubeconfig=[^ ]* ||"; kubectl --kubeconfig="$KUBECONFIG" "$@"; }
+kk() { echo "\$ kubectl kiln $*"; kubectl kiln "$@"; }   # the kubectl plugin (it reads $KUBECONFIG)
 
 say "Local cluster on 127.0.0.1: control plane, a simulated node (kwok), a real node (containerd, kubelet), a registry"
 KUBECONFIG="$(kiln cluster up)"
@@ -82,20 +83,20 @@ k get artifacts.kiln.dev -n "$NS" -o wide
 pods
 [ "$real" = 1 ] && predict my-app-dev v2
 
-say "Step 2c: stop the workload, then start it again"
-k patch workload.kiln.dev my-app -n "$NS" --type merge -p '{"spec":{"state":"Stopped"}}'
+say "Step 2c: stop the workload, then start it again (with the kubectl plugin, kubectl kiln)"
+kk stop workload my-app -n "$NS"
 wait_for workload.kiln.dev/my-app '{.status.conditions[?(@.type=="Ready")].reason}' Stopped
 pods 2>&1
 if [ "$real" = 1 ]; then
   kc get service my-app-dev -n "$NS" >/dev/null 2>&1 && { echo "ERROR: the stopped workload still has a Service"; exit 1; }
   echo "nothing answers: no pods, no development Service"
 fi
-k patch workload.kiln.dev my-app -n "$NS" --type merge -p '{"spec":{"state":"Running"}}'
+kk start workload my-app -n "$NS"
 wait_for workload.kiln.dev/my-app '{.status.state}' Running
 pods
 
 say "Step 3: register the artifact: its spec is locked (digest, who and when are recorded)"
-k patch artifact.kiln.dev my-app -n "$NS" --type merge -p '{"spec":{"lifecycle":"Registered"}}'
+kk register artifact my-app -n "$NS"
 wait_for artifact.kiln.dev/my-app '{.status.lifecycle}' Registered
 k get artifact.kiln.dev my-app -n "$NS" \
   -o custom-columns=NAME:.metadata.name,LIFECYCLE:.status.lifecycle,DIGEST:.status.specDigest,BY:.status.registeredBy,AT:.status.registeredAt
@@ -111,12 +112,13 @@ wait_for deployment.kiln.dev/my-app '{.status.conditions[?(@.type=="Approved")].
 k get deployment.kiln.dev my-app -n "$NS" -o jsonpath='{.status.conditions[?(@.type=="Approved")].message}{"\n"}'
 say "Step 4, governance: alice (kiln-approver) approves; the change rolls out"
 k create rolebinding alice-approver -n "$NS" --clusterrole=kiln-approver --user=alice
-k create -n "$NS" -f examples/04-approval.yaml --as alice
+kk approve deployment my-app -n "$NS" --as alice --comment "reviewed the scorer v2 metrics"
 k get approvals -n "$NS"
 k wait -n "$NS" --for=condition=Approved deployment.kiln.dev/my-app --timeout=60s
 wait_for deployment.kiln.dev/my-app '{.status.conditions[?(@.type=="Ready")].status}' True
 k get deployments.kiln.dev,deployments.apps,services,poddisruptionbudgets -n "$NS"
-k get deployment.kiln.dev my-app -n "$NS" -o jsonpath='{range .status.history[*]}{.time}  {.action}  by {.actor}: {.artifact} {.digest}{"\n"}{end}'
+kk history deployment my-app -n "$NS"
+kk get my-app -n "$NS"
 
 say "Summary"
 k get kiln -n "$NS"
@@ -126,6 +128,7 @@ k get events -n "$NS" --field-selector involvedObject.apiVersion=kiln.dev/v1alph
 if [ "$real" = 1 ]; then
   say "Production: the promoted model answers through the governed Deployment's Service my-app"
   predict my-app v2
+  kk call deployment my-app -n "$NS" --path /predict --data '{"features": [1, 2, 3]}'
 fi
 cat <<EOT
 

@@ -259,6 +259,46 @@ def test_draft_change_restarts_every_workload_running_it(kube: Kube, operator: O
         kube.wait(lambda wl=wl: "Restarted" in events(kube, namespace, wl), what="Restarted event")
 
 
+def test_a_manual_workload_waits_for_a_restart(kube: Kube, operator: Operator, namespace: str) -> None:
+    """updatePolicy Manual: a Draft change sets UpdateAvailable and the pods keep running the old spec
+    (a deleted pod comes back as it was) until the restartedAt annotation moves them onto the new one."""
+    create(kube, namespace, artifact("draft", [container("registry.example/app:1")]))
+    auto = workload("auto", ref="draft")
+    manual = workload("manual", ref="draft", replicas=2, updatePolicy="Manual")
+    for body in (auto, manual):
+        create(kube, namespace, body)
+    old = wait_running(kube, namespace, "manual", replicas=2)["status"]["artifact"]["specDigest"]
+    wait_running(kube, namespace, "auto")
+    before = pod_names(kube, namespace, "manual")
+    patch(kube, namespace, "artifacts", "draft", {"spec": {"containers": [container("registry.example/app:2")]}})
+
+    def announced() -> dict[str, Any] | None:
+        c = Kube.condition(get(kube, namespace, "workloads", "manual"), "UpdateAvailable")
+        return c if c and c["status"] == "True" else None
+    c = announced() or kube.wait(announced, what="UpdateAvailable on the Manual workload")
+    assert "kubectl kiln restart workload manual" in c["message"], c
+    def images(wl: str) -> set[str]:
+        return {p.spec.containers[0].image for p in pods(kube, namespace, wl)}
+
+    kube.wait(lambda: images("auto") == {"registry.example/app:2"}, what="the Automatic workload restarted")
+    assert pod_names(kube, namespace, "manual") == before
+    assert get(kube, namespace, "workloads", "manual")["status"]["artifact"]["specDigest"] == old
+    # A pod lost meanwhile comes back as it was.
+    gone = sorted(before)[0]
+    kube.core.delete_namespaced_pod(gone, namespace, grace_period_seconds=0)
+    kube.wait(lambda: gone in pod_names(kube, namespace, "manual") and len(pods(kube, namespace, "manual")) == 2,
+              what="the lost pod back")
+    assert images("manual") == {"registry.example/app:1"}
+
+    patch(kube, namespace, "workloads", "manual", {"metadata": {"annotations": {
+        "kiln.dev/restartedAt": "2026-12-03T00:00:00Z"}}})
+    kube.wait(lambda: images("manual") == {"registry.example/app:2"} and len(pods(kube, namespace, "manual")) == 2,
+              what="the restart onto the new spec")
+    wait_running(kube, namespace, "manual", replicas=2)
+    kube.wait(lambda: (Kube.condition(get(kube, namespace, "workloads", "manual"), "UpdateAvailable") or {}
+                       ).get("status") == "False", what="UpdateAvailable False")
+
+
 def test_kubectl_replace_of_draft_restarts(kube: Kube, operator: Operator, namespace: str) -> None:
     create(kube, namespace, workload("my-app", inline=[container()]))
     before = wait_running(kube, namespace, "my-app")["status"]["artifact"]["specDigest"]

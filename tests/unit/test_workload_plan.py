@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from kiln.api.models import ConditionType, Workload, WorkloadPhase
+from kiln.api.models import ConditionType, UpdatePolicy, Workload, WorkloadPhase
 from kiln.controllers import builders as b
 from kiln.controllers.cache import ArtifactView, PodView, artifact_view
-from kiln.controllers.workloads import Plan, plan
+from kiln.controllers.workloads import Hold, Plan, plan
 
 PORTS = [{"name": "http", "containerPort": 80}]
 ART = artifact_view({"spec": {"containers": [{"name": "app", "image": "i:1", "ports": PORTS}]}})
@@ -133,3 +133,22 @@ def test_pods_it_does_not_own_are_neither_counted_nor_deleted() -> None:
     assert names(p.create) == [], "the squatted name is not created again"
     assert ready(p) == ("False", "NameConflict") and squatter.name in (p.status.conditions or [])[0].message
     assert p.status.ready_replicas == 1
+
+
+def test_a_manual_workload_keeps_its_pods_until_a_restart() -> None:
+    """updatePolicy Manual: a changed Draft is announced (UpdateAvailable), the pods stay; a pod needed
+    again is made like a live one."""
+    manual = workload(status={"artifact": {"name": "art", "specDigest": ART.digest}}).model_copy()
+    manual.spec.update_policy = UpdatePolicy.MANUAL
+    template = b.workload_pod("w", "art", ART.spec.containers if ART.spec else [], ART.digest, REV, 0)
+    template["spec"]["nodeName"] = "kiln-real"
+    p = plan(manual, ART2, [pod(0)], at="t", hold=Hold(ART.digest, template))
+    assert p.delete == [] and names(p.create) == [pod(1).name], "the old pods stay, the missing one like them"
+    assert p.create[0]["spec"]["containers"][0]["image"] == "i:1" and "nodeName" not in p.create[0]["spec"]
+    assert p.create[0]["metadata"]["labels"]["kiln.dev/index"] == "1"
+    assert p.status.artifact is not None and p.status.artifact.spec_digest == ART.digest
+    update = next(c for c in p.status.conditions or [] if c.type == ConditionType.UPDATE_AVAILABLE)
+    assert update.status.value == "True" and ART2.digest[:19] in (update.message or "")
+    up_to_date = plan(manual, ART, [pod(0), pod(1)], at="t")
+    assert next(c for c in up_to_date.status.conditions or [] if c.type == ConditionType.UPDATE_AVAILABLE
+                ).status.value == "False"

@@ -519,6 +519,7 @@ class ConditionType(StrEnum):
     AVAILABLE = "Available"
     PROGRESSING = "Progressing"
     APPROVED = "Approved"  # a governed Deployment: the change it runs was approved as its policy asks
+    UPDATE_AVAILABLE = "UpdateAvailable"  # a Manual Workload: its Artifact changed, its pods wait for a restart
 
 
 class ConditionStatus(StrEnum):
@@ -664,6 +665,13 @@ class DesiredState(StrEnum):
     STOPPED = "Stopped"
 
 
+class UpdatePolicy(StrEnum):
+    """When a Workload's pods move onto a changed Draft Artifact."""
+
+    AUTOMATIC = "Automatic"
+    MANUAL = "Manual"
+
+
 class WorkloadSpec(KilnModel):
     """Desired state of a Workload: a development run of an Artifact's containers."""
 
@@ -679,6 +687,12 @@ class WorkloadSpec(KilnModel):
     state: DesiredState = Field(
         DesiredState.RUNNING,
         description="Running (default) or Stopped: Stopped removes the pods and keeps the Workload.",
+    )
+    update_policy: UpdatePolicy = Field(
+        UpdatePolicy.AUTOMATIC,
+        description="Automatic (default): a change of its Draft Artifact restarts the pods onto it. Manual: the "
+        "pods keep running what they run, the UpdateAvailable condition says what changed, and a restart "
+        "(the kiln.dev/restartedAt annotation, kubectl kiln restart) moves them onto it.",
     )
 
     @model_validator(mode="after")

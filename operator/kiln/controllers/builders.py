@@ -115,6 +115,23 @@ def workload_pod(workload: str, artifact: str, spec_containers: Sequence[Contain
     }
 
 
+# Pod spec fields the API server or its admission plugins set, which a new pod must not carry.
+ASSIGNED = ("nodeName", "priority", "preemptionPolicy")
+
+
+def pod_like(template: Body, name: str, index: int) -> Body:
+    """A Workload's pod made like ``template`` (one of its live pods, read from the API): the same spec
+    and labels, another name and index."""
+    meta = template["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {**meta.get("labels", {}), L_INDEX: str(index)},
+                     "annotations": {A_DIGEST: (meta.get("annotations") or {}).get(A_DIGEST, "")}},
+        "spec": {k: v for k, v in template["spec"].items() if k not in ASSIGNED},
+    }
+
+
 def service_ports(spec_containers: Sequence[Container]) -> list[Body]:
     ports = []
     seen = set()

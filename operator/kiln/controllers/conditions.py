@@ -7,7 +7,7 @@ import datetime
 from kiln.api.models import Condition, ConditionStatus, ConditionType
 
 READY, AVAILABLE, PROGRESSING = ConditionType.READY, ConditionType.AVAILABLE, ConditionType.PROGRESSING
-APPROVED = ConditionType.APPROVED
+APPROVED, UPDATE_AVAILABLE = ConditionType.APPROVED, ConditionType.UPDATE_AVAILABLE
 
 
 def now() -> str:

@@ -24,7 +24,7 @@ from kiln.api import models
 from kiln.controllers import builders as b
 from kiln.controllers import runtime
 from kiln.controllers.cache import ArtifactView, PodView, ServiceView, artifact_view, service_ports
-from kiln.controllers.conditions import AVAILABLE, PROGRESSING, READY, condition, merge, now
+from kiln.controllers.conditions import AVAILABLE, PROGRESSING, READY, UPDATE_AVAILABLE, condition, merge, now
 
 Body = dict[str, Any]
 
@@ -49,17 +49,33 @@ class Plan:
     events: list[Event] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Hold:
+    """A Manual Workload whose Draft Artifact changed: its pods stay on the spec they run (``digest``);
+    a pod it needs again is made like ``template``, one of its live pods."""
+
+    digest: str
+    template: Body
+
+
 def plan(wl: models.Workload, art: ArtifactView | None, pods: list[PodView], *, at: str,
-         problem: tuple[str, str] | None = None) -> Plan:
+         problem: tuple[str, str] | None = None, hold: Hold | None = None) -> Plan:
     """The decision table of a Workload (pure): from the Workload, its Artifact as indexed (None: not
     found) and its pods, what to do and what its status says. ``problem``: a child could not be
-    converged (reason, message), which the status then reports."""
+    converged (reason, message), which the status then reports; ``hold``: the pods wait for a restart."""
     meta, spec, old = wl.metadata, wl.spec, wl.status
     gen, art_name = meta.generation, wl.artifact_name
+    manual = spec.update_policy == models.UpdatePolicy.MANUAL
 
     def conds(ready: tuple[bool, str, str], available: tuple[bool, str], progressing: tuple[bool, str, str]) -> Any:
+        update = []
+        if manual and art is not None:
+            update = [condition(UPDATE_AVAILABLE, True, "ArtifactChanged", (
+                f"Artifact {art_name} changed to {art.digest[:19]}; the pods run {hold.digest[:19]} until a restart "
+                f"(kubectl kiln restart workload {meta.name})"), gen) if hold else
+                condition(UPDATE_AVAILABLE, False, "UpToDate", "the pods run the Artifact's spec", gen)]
         return merge(old.conditions, [condition(READY, *ready, gen), condition(AVAILABLE, *available, ready[2], gen),
-                                      condition(PROGRESSING, *progressing, gen)], at)
+                                      condition(PROGRESSING, *progressing, gen), *update], at)
 
     # Its pods are those it controls: a pod that only carries its label is not one (never deleted,
     # never counted); one with the name of a pod it needs is a conflict, reported.
@@ -79,7 +95,8 @@ def plan(wl: models.Workload, art: ArtifactView | None, pods: list[PodView], *, 
             (False, "InvalidArtifact", msg), (bool(pods), "InvalidArtifact"), (False, "InvalidArtifact", msg))}))
 
     restarted_at = meta.annotations.get(names.A_RESTARTED_AT)
-    rev = b.revision(art.digest, restarted_at)
+    digest = hold.digest if hold else art.digest
+    rev = b.revision(digest, restarted_at)
     running = spec.state != models.DesiredState.STOPPED
     replicas = spec.replicas if running else 0
     wanted = {b.workload_pod_name(meta.name, rev, i): i for i in range(replicas)}
@@ -108,7 +125,8 @@ def plan(wl: models.Workload, art: ArtifactView | None, pods: list[PodView], *, 
         if pod_name in taken:
             continue
         if pod_name not in current or current[pod_name] in failed:
-            pod = b.workload_pod(meta.name, art_name, art.spec.containers, art.digest, rev, i)
+            pod = (b.pod_like(hold.template, pod_name, i) if hold else
+                   b.workload_pod(meta.name, art_name, art.spec.containers, art.digest, rev, i))
             pod["metadata"]["ownerReferences"] = [owner]
             out.create.append(pod)
     if out.create and not old.observed_generation:  # the CRD defaults it to 0: a first visit
@@ -139,7 +157,7 @@ def plan(wl: models.Workload, art: ArtifactView | None, pods: list[PodView], *, 
     out.status = models.WorkloadStatus(
         observed_generation=gen, state=state, replicas=replicas, ready_replicas=ready,
         artifact=models.WorkloadArtifactStatus(name=art_name, uid=art.uid or None, lifecycle=art.spec.lifecycle,
-                                               spec_digest=art.digest),
+                                               spec_digest=digest),
         restarted_at=restarted_at, endpoints=b.endpoints(service, meta.namespace),
         conditions=conds(
             (ok, reason, msg),
@@ -190,7 +208,8 @@ def _reconcile(rt: runtime.Runtime, ns: str, name: str, logger: kopf.Logger, bod
                                             "rename the Workload")
             art = None
     at = now()
-    todo = plan(wl, art, rt.indexes.pods.get(key), at=at, problem=conflict)
+    hold = _hold(wl, art, rt.indexes.pods.get(key))
+    todo = plan(wl, art, rt.indexes.pods.get(key), at=at, problem=conflict, hold=hold)
     for pod in todo.delete:
         _delete_pod(ns, pod, grace=None)
     for pod in todo.delete_now:
@@ -201,7 +220,7 @@ def _reconcile(rt: runtime.Runtime, ns: str, name: str, logger: kopf.Logger, bod
         problem = _converge_service(wl, todo, rt.indexes.services.one(key)) or problem
     if problem:
         runtime.event(raw, *problem, warning=True)
-        todo = replace(todo, status=plan(wl, art, rt.indexes.pods.get(key), at=at, problem=problem).status)
+        todo = replace(todo, status=plan(wl, art, rt.indexes.pods.get(key), at=at, problem=problem, hold=hold).status)
     elif conflict:
         runtime.event(raw, *conflict, warning=True)
     for ev in todo.events:
@@ -209,6 +228,23 @@ def _reconcile(rt: runtime.Runtime, ns: str, name: str, logger: kopf.Logger, bod
     kube.write_status(names.WORKLOADS, wl.metadata, wl.status, todo.status)
     if problem and problem[0] == "ServiceFailed":
         raise kopf.TemporaryError(problem[1], delay=10)
+
+
+def _hold(wl: models.Workload, art: ArtifactView | None, pods: list[PodView]) -> Hold | None:
+    """A Manual Workload whose Artifact changed since its pods started, with no restart asked since: its
+    pods stay as they are (one of them, read, is the template of any it needs again). None otherwise, or
+    when none of its pods is left to copy (it then starts on the Artifact's spec)."""
+    if wl.spec.update_policy != models.UpdatePolicy.MANUAL or art is None or art.spec is None:
+        return None
+    held = wl.status.artifact.spec_digest if wl.status.artifact else None
+    restarted_at = wl.metadata.annotations.get(names.A_RESTARTED_AT)
+    if not held or held == art.digest or restarted_at != wl.status.restarted_at:
+        return None
+    rev = b.revision(held, restarted_at)
+    source = next((p for p in pods if p.owner == wl.metadata.uid and p.revision == rev and not p.deleting), None)
+    reply = source and kube.ignore(404)(kube.core().read_namespaced_pod)(source.name, wl.metadata.namespace,
+                                                                         _preload_content=False)
+    return Hold(held, json.loads(reply.data)) if reply else None
 
 
 def _create_pod(ns: str, pod: Body, owner: str) -> bool:
