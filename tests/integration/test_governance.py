@@ -188,6 +188,10 @@ def test_a_critical_switch_needs_two_approvals_and_a_reject_ends_it(kube: Kube, 
     assert decide(kube, APPROVER, ns, "prod").returncode == 0  # a late approval changes nothing
     approved_condition(kube, ns, "prod", "Rejected")
     assert image_in_production(kube, ns, "prod") == "registry.example/app:2"
+    # Back to what production runs: nothing waits any more.
+    assert kubectl_as(kube, DEPLOYER, ns, "patch", "deployment.kiln.dev", "prod", "--type=merge", "-p",
+                      '{"spec": {"artifactRef": {"name": "v2"}}}').returncode == 0
+    approved_condition(kube, ns, "prod", "NoPendingChange")
 
 
 def test_an_approval_of_a_stale_generation_is_refused(kube: Kube, team: str) -> None:

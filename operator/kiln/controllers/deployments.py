@@ -231,6 +231,11 @@ def reconcile(rt: runtime.Runtime, namespace: str, name: str, logger: kopf.Logge
             return
         todo = plan(dep, *_artifact_of(dep), at)
         approved = None
+        waiting = get(dep.status.conditions, APPROVED)
+        if todo.blocked is None and not todo.new_entries and waiting is not None and waiting.status != "True":
+            # The spec went back to what production runs: nothing waits any more.
+            approved = condition(APPROVED, True, "NoPendingChange", "production runs the spec: no change waits "
+                                 "for approval", dep.metadata.generation)
         if todo.blocked is None and todo.new_entries:
             verdict = gate(dep, todo.new_entries, policy_of(namespace), lambda: approvals_of(namespace), at)
             approved = verdict.approved
@@ -273,7 +278,7 @@ def reconcile(rt: runtime.Runtime, namespace: str, name: str, logger: kopf.Logge
             runtime.event(raw, *todo.blocked, warning=True)
             kube.write_status(DEPLOYMENTS, dep.metadata, dep.status, blocked_status(dep, *todo.blocked, at))
             return
-        kube.write_status(DEPLOYMENTS, dep.metadata, dep.status, rollout_status(dep, todo, apps, at))
+        kube.write_status(DEPLOYMENTS, dep.metadata, dep.status, rollout_status(dep, todo, apps, at, approved))
 
 
 def _artifact_of(dep: Deployment) -> tuple[str | None, Artifact | None]:
