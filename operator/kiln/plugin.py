@@ -1,5 +1,5 @@
-"""``kubectl kiln``: a kubectl plugin for Kiln's day-to-day verbs (stop, start, restart, register, promote,
-approve, reject, history, get, call).
+"""``kubectl kiln``: a kubectl plugin for Kiln's day-to-day verbs (create, update, stop, start, restart, register,
+promote, approve, reject, history, get, call).
 
 Each verb makes the API call a user could make with kubectl (its ``--help`` says which), with the user's
 own credentials: RBAC and the audit log see the user, as with kubectl. Installed as the console script
@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 from kiln.names import (
     A_RESTARTED_AT,
     API_VERSION,
+    APPROVAL_POLICIES,
     APPROVALS,
     ARTIFACTS,
     DEPLOYMENTS,
@@ -144,8 +145,9 @@ class Kube:
             GROUP, VERSION, self.namespace, PLURALS[kind], name, body,
             _content_type="application/merge-patch+json"))
 
-    def create(self, plural: str, body: Obj) -> Obj:
-        return dict(self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, body))
+    def create(self, plural: str, body: Obj, namespace: str | None = None) -> Obj:
+        return dict(self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace or self.namespace,
+                                                                plural, body))
 
     def pods(self, label: str, values: Sequence[str]) -> list[Obj]:
         if not values:
@@ -362,6 +364,317 @@ def _history(k: Kube, args: argparse.Namespace) -> int:
              cell(h.get("artifact")), _short_digest(h.get("digest")), cell(h.get("replicas")),
              cell(h.get("importance")), cell(h.get("message"))] for h in entries]
     print(_table(HISTORY_COLUMNS, rows))
+    return 0
+
+
+# --- create / update: the tutorial's steps 1, 2a and 2b -------------------------------------------------
+
+# The kinds a manifest (-f FILE) may hold: Kiln's own, by their kind.
+MANIFEST_KINDS = {"Artifact": ARTIFACTS, "Workload": WORKLOADS, "Deployment": DEPLOYMENTS, "Approval": APPROVALS,
+                  "ApprovalPolicy": APPROVAL_POLICIES}
+UPDATE_POLICIES = ("Automatic", "Manual")  # kiln.api.models.UpdatePolicy
+PRIMARY_PORT_NAME = "http"
+
+
+def _port_number(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, not {n}")
+    return n
+
+
+def _words(value: str) -> list[str]:
+    """--command / --args: a JSON list (``'["python", "-m", "app"]'``) or words split as a shell does."""
+    import shlex
+
+    if value.lstrip().startswith("["):
+        try:
+            words = json.loads(value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"not a JSON list: {e}") from None
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise argparse.ArgumentTypeError("a JSON list of strings")
+        return list(words)
+    try:
+        return shlex.split(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _env_pairs(args: argparse.Namespace, removable: bool) -> tuple[list[tuple[str, str]], list[str]]:
+    """``--env K=V`` (set) and, when ``removable``, ``--env K-`` (remove), in order."""
+    sets: list[tuple[str, str]] = []
+    removes: list[str] = []
+    for item in args.env or []:
+        key, eq, value = item.partition("=")
+        if eq and key:
+            sets.append((key, value))
+        elif removable and not eq and item.endswith("-") and len(item) > 1:
+            removes.append(item[:-1])
+        else:
+            _usage(args, f"--env {item!r}: NAME=VALUE" + (" (or NAME- to remove it)" if removable else ""))
+    return sets, removes
+
+
+def _quantities(args: argparse.Namespace, flag: str, value: str | None) -> dict[str, str]:
+    """``--requests cpu=100m,memory=128Mi``, as kubectl set resources takes it."""
+    out: dict[str, str] = {}
+    for item in (value or "").split(","):
+        if not item.strip():
+            continue
+        key, eq, amount = item.strip().partition("=")
+        if not (eq and key and amount):
+            _usage(args, f"{flag} {value!r}: RESOURCE=AMOUNT[,RESOURCE=AMOUNT...], e.g. cpu=100m,memory=128Mi")
+        out[key] = amount
+    return out
+
+
+def _port_entries(ports: Sequence[int], existing: Sequence[Obj] = ()) -> list[Obj]:
+    """Container ports: the first named http, the others p<port>; a port already declared keeps its name."""
+    named = {p.get("containerPort"): p for p in existing}
+    out: list[Obj] = []
+    for i, port in enumerate(dict.fromkeys(ports)):
+        old = named.get(port)
+        if old is not None:
+            out.append(dict(old))
+        else:
+            out.append({"name": PRIMARY_PORT_NAME if i == 0 else f"p{port}", "containerPort": port})
+    taken: set[str] = set()
+    for p in out:  # names stay unique (one may have been kept from before)
+        if p.get("name") in taken:
+            p["name"] = f"p{p['containerPort']}"
+        taken.add(str(p.get("name")))
+    return out
+
+
+def _probe(old: Obj | None, path: str, port: Any) -> Obj:
+    """An HTTP GET probe of ``path`` on ``port``, keeping the timing of the probe it replaces."""
+    probe = {k: v for k, v in (old or {}).items() if k not in ("httpGet", "tcpSocket", "exec", "grpc")}
+    get = dict((old or {}).get("httpGet") or {})
+    get.update({"path": path, "port": get.get("port", port) if (old or {}).get("httpGet") else port})
+    return {"httpGet": get, **probe}
+
+
+def _container_changes(args: argparse.Namespace) -> bool:
+    return any(getattr(args, f, None) is not None for f in (
+        "image", "port", "env", "entrypoint", "args", "readiness_path", "liveness_path", "requests", "limits"))
+
+
+def _edit_container(args: argparse.Namespace, c: Obj) -> Obj:
+    """The container with the flags' changes (a copy); Failed when the change cannot be made."""
+    c = json.loads(json.dumps(c))
+    if args.image:
+        c["image"] = args.image
+    if args.port:
+        c["ports"] = _port_entries(args.port, c.get("ports") or [])
+    for field, value in (("command", args.entrypoint), ("args", args.args)):
+        if value is not None:
+            if value:
+                c[field] = value
+            else:
+                c.pop(field, None)
+    sets, removes = _env_pairs(args, removable=True)
+    if sets or removes:
+        env = [e for e in c.get("env") or [] if e.get("name") not in removes]
+        for key, value in sets:
+            entry = next((e for e in env if e.get("name") == key), None)
+            if entry is None:
+                env.append({"name": key, "value": value})
+            else:
+                entry.pop("valueFrom", None)
+                entry["value"] = value
+        if env:
+            c["env"] = env
+        else:
+            c.pop("env", None)
+    for field, flag in (("requests", "--requests"), ("limits", "--limits")):
+        amounts = _quantities(args, flag, getattr(args, field))
+        if amounts:
+            c.setdefault("resources", {}).setdefault(field, {}).update(amounts)
+    for field, path in (("readinessProbe", args.readiness_path), ("livenessProbe", args.liveness_path)):
+        if path is None:
+            continue
+        if not path:
+            c.pop(field, None)
+            continue
+        ports = c.get("ports") or []
+        if not ports:
+            raise Failed(f"error: --{field[:-5].lower()}-path: container {c.get('name')!r} declares no port to probe")
+        c[field] = _probe(c.get(field), path, ports[0].get("name") or ports[0]["containerPort"])
+    return c
+
+
+def _read_manifests(args: argparse.Namespace) -> list[Obj]:
+    """The objects of ``-f FILE`` (``-``: stdin), YAML or JSON, one or more documents or a List."""
+    import yaml
+
+    source = args.filename
+    try:
+        text = sys.stdin.read() if source == "-" else open(source).read()  # noqa: SIM115
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except OSError as e:
+        raise Failed(f"error: the path {source!r} cannot be read: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise Failed(f"error: {source}: not YAML or JSON: {e}") from None
+    objs: list[Obj] = []
+    for d in docs:
+        objs += d.get("items") or [] if isinstance(d, dict) and d.get("kind") == "List" else [d]
+    if not objs:
+        raise Failed(f"error: no objects passed to {args.command} ({source})")
+    for o in objs:
+        if not isinstance(o, dict) or o.get("apiVersion") != API_VERSION or o.get("kind") not in MANIFEST_KINDS:
+            what = f"{o.get('kind')} ({o.get('apiVersion')})" if isinstance(o, dict) else repr(o)[:60]
+            raise Failed(f"error: {source}: {what} is not a Kiln object: `kubectl kiln {args.command} -f` takes "
+                         f"{API_VERSION} {', '.join(MANIFEST_KINDS)}; use kubectl for the rest")
+        if not (o.get("metadata") or {}).get("name") and not (
+                args.command == "create" and (o.get("metadata") or {}).get("generateName")):
+            raise Failed(f"error: {source}: a {o['kind']} without metadata.name")
+    return objs
+
+
+def _manifest_namespace(k: Kube, args: argparse.Namespace, obj: Obj) -> str:
+    """The object's namespace: its own, which must agree with -n when both are given (as kubectl)."""
+    own = (obj.get("metadata") or {}).get("namespace")
+    if own and getattr(args, "namespace", None) and own != args.namespace:
+        raise Failed(f'error: the namespace from the provided object "{own}" does not match the namespace '
+                     f'"{args.namespace}". You must pass \'--namespace={own}\' to perform this operation.')
+    return str(own or k.namespace)
+
+
+def _from_manifests(k: Kube, args: argparse.Namespace, write: Callable[[str, str, Obj], Obj], what: str) -> int:
+    """Each object of -f FILE written (created or replaced) in turn; as kubectl, the others go on after a
+    refusal, which is printed, and the exit code is 1."""
+    from kubernetes.client.exceptions import ApiException
+
+    failed = False
+    for obj in _read_manifests(args):
+        try:
+            out = write(_manifest_namespace(k, args, obj), MANIFEST_KINDS[obj["kind"]], obj)
+        except ApiException as e:
+            print(_api_message(e), file=sys.stderr)
+            failed = True
+            continue
+        _done(out, str(obj["kind"]).lower(), what, args.output)
+    return 1 if failed else 0
+
+
+def _prepare_create(args: argparse.Namespace) -> None:
+    """Usage errors of create, before any API call; the Workload to create in ``args.body``."""
+    fields = ("image", "port", "env", "entrypoint", "args", "replicas", "update_policy", "description",
+              "display_name", "readiness_path", "liveness_path", "requests", "limits")
+    given = [f"--{f.replace('_', '-')}".replace("entrypoint", "command") for f in fields
+             if getattr(args, f, None) is not None]
+    if args.filename:
+        if args.kind or given:
+            _usage(args, f"-f FILE holds the objects: no KIND NAME, nor {' '.join(given) or 'other options'}")
+        return
+    if not args.kind:
+        _usage(args, f"what to create? {args.parser.prog} workload NAME --image IMAGE, or -f FILE")
+    _, name = args.target = _target(args, ["workload"])
+    if not args.image:
+        _usage(args, f"--image is required: the image of the workload's container ({args.parser.prog} "
+                     f"workload {name} --image IMAGE)")
+    sets, _ = _env_pairs(args, removable=False)
+    c: Obj = {"name": "app", "image": args.image}
+    if args.entrypoint:
+        c["command"] = args.entrypoint
+    if args.args:
+        c["args"] = args.args
+    if sets:
+        c["env"] = [{"name": k, "value": v} for k, v in dict(sets).items()]
+    if args.port:
+        c["ports"] = _port_entries(args.port)
+    resources = {f: q for f in ("requests", "limits") if (q := _quantities(args, f"--{f}", getattr(args, f)))}
+    if resources:
+        c["resources"] = resources
+    for field, path in (("readinessProbe", args.readiness_path), ("livenessProbe", args.liveness_path)):
+        if path:
+            if not args.port:
+                _usage(args, f"--{field[:-5].lower()}-path needs a --port to probe")
+            c[field] = _probe(None, path, PRIMARY_PORT_NAME)
+    artifact: Obj = {}
+    if args.display_name is not None:
+        artifact["displayName"] = args.display_name
+    if args.description is not None:
+        artifact["description"] = args.description
+    spec: Obj = {"artifact": {**artifact, "containers": [c]}}
+    if args.replicas is not None:
+        spec["replicas"] = args.replicas
+    if args.update_policy:
+        spec["updatePolicy"] = args.update_policy
+    args.body = {"apiVersion": API_VERSION, "kind": "Workload", "metadata": {"name": name}, "spec": spec}
+
+
+def _create(k: Kube, args: argparse.Namespace) -> int:
+    if args.filename:
+        return _from_manifests(k, args, lambda ns, plural, obj: k.create(plural, obj, ns), "created")
+    obj = k.create(WORKLOADS, args.body)
+    _done(obj, "workload", "created", args.output,
+          f" (its Draft artifact: artifact.{GROUP}/{obj['metadata']['name']})")
+    return 0
+
+
+def _prepare_update(args: argparse.Namespace) -> None:
+    """Usage errors of update, before any API call."""
+    containers = _container_changes(args) or args.container is not None
+    if args.filename:
+        if args.kind or containers or args.description is not None or args.display_name is not None:
+            _usage(args, "-f FILE replaces the objects it holds: no KIND NAME, nor other options")
+        return
+    if not args.kind:
+        _usage(args, f"what to update? {args.parser.prog} artifact NAME [options], or -f FILE")
+    args.target = _target(args, ["artifact"])
+    if not containers and args.description is None and args.display_name is None:
+        _usage(args, "nothing to change: give --description, --display-name or a container's field (--image, "
+                     "--port, --env, --command, --args, --readiness-path, --liveness-path, --requests, --limits)")
+    if containers and not _container_changes(args):
+        _usage(args, "--container names the container to change: give a change too (--image, --env, ...)")
+    _env_pairs(args, removable=True)
+    for f in ("requests", "limits"):
+        _quantities(args, f"--{f}", getattr(args, f))
+
+
+def _replace(k: Kube, ns: str, plural: str, obj: Obj) -> Obj:
+    """kubectl replace: a PUT of the whole object, at the resourceVersion it names or else the current one."""
+    obj = json.loads(json.dumps(obj))
+    meta = obj.setdefault("metadata", {})
+    if not meta.get("resourceVersion"):
+        current = k.custom.get_namespaced_custom_object(GROUP, VERSION, ns, plural, meta["name"])
+        meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+    return dict(k.custom.replace_namespaced_custom_object(GROUP, VERSION, ns, plural, meta["name"], obj))
+
+
+def _update(k: Kube, args: argparse.Namespace) -> int:
+    if args.filename:
+        return _from_manifests(k, args, lambda ns, plural, obj: _replace(k, ns, plural, obj), "replaced")
+    kind, name = args.target
+    spec: Obj = {}
+    if args.display_name is not None:
+        spec["displayName"] = args.display_name or None  # "": removed
+    if args.description is not None:
+        spec["description"] = args.description or None
+    body: Obj = {"spec": spec}
+    if _container_changes(args):
+        current = k.get(kind, name)
+        containers = list((current.get("spec") or {}).get("containers") or [])
+        index = 0
+        if args.container is not None:
+            index = next((i for i, c in enumerate(containers) if c.get("name") == args.container), -1)
+            if index < 0:
+                have = ", ".join(str(c.get("name")) for c in containers)
+                raise Failed(f"error: artifact.{GROUP}/{name} has no container {args.container!r} (it has {have})")
+        elif not containers:
+            raise Failed(f"error: artifact.{GROUP}/{name} has no containers")
+        containers[index] = _edit_container(args, containers[index])
+        spec["containers"] = containers
+        # The list is replaced whole (a merge patch replaces lists); the resourceVersion read makes it
+        # conditional: a change made in between is a Conflict, not lost.
+        body["metadata"] = {"resourceVersion": current["metadata"]["resourceVersion"]}
+    obj = k.merge_patch(kind, name, body)
+    _done(obj, kind, "patched", args.output)
     return 0
 
 
@@ -648,7 +961,7 @@ compdef _kubectl_kiln kubectl-kiln
 POSITIONALS: dict[str, list[str]] = {
     "stop": ["workload"], "start": ["workload"], "restart": ["workload"], "register": ["artifact"],
     "promote": ["workload"], "approve": ["deployment"], "reject": ["deployment"], "history": ["deployment"],
-    "call": ["workload", "deployment"],
+    "call": ["workload", "deployment"], "create": ["workload"], "update": ["artifact"],
 }
 
 
@@ -748,10 +1061,12 @@ def _prefixed(candidates: list[str], cur: str) -> list[str]:
 
 def kubectl_complete(argv: list[str] | None = None) -> int:
     """``kubectl_complete-kiln``: kubectl's plugin completion (Cobra's __complete protocol: the candidates,
-    one a line, then ``:4``, no file completion)."""
-    for c in complete(list(sys.argv[1:] if argv is None else argv)):
+    one a line, then ``:4``, no file completion, or ``:0`` after ``-f``: the shell completes a file)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    for c in complete(words):
         print(c)
-    print(":4")
+    # -f FILE: the shell's file completion (ShellCompDirectiveDefault); else none (NoFileComp).
+    print(":0" if words[-2:-1] in (["-f"], ["--filename"]) else ":4")
     return 0
 
 
@@ -802,6 +1117,72 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         p.set_defaults(func=func, parser=p, allowed=kinds.split("|") if kinds else None)
         verbs[name] = p
         return p
+
+    def container_options(p: argparse.ArgumentParser, update: bool) -> None:
+        g = p.add_argument_group("the container" + (" (the first, or --container)" if update else " (named app)"))
+        if update:
+            g.add_argument("-c", "--container", metavar="NAME", help="the container to change (default: the first)")
+        g.add_argument("--image", metavar="IMAGE", help="the container's image" + ("" if update else " (required)"))
+        g.add_argument("--port", type=_port_number, action="append", metavar="N",
+                       help="a port it listens on (repeatable; the first named http, the others p<N>)"
+                            + ("; replaces its ports, a port it had keeps its name" if update else ""))
+        g.add_argument("--env", action="append", metavar="NAME=VALUE",
+                       help="an environment variable (repeatable)" + ("; NAME- removes it" if update else ""))
+        g.add_argument("--command", dest="entrypoint", type=_words, metavar="CMD",
+                       help="the entrypoint, words split as a shell does or a JSON list" + ("; '' removes it"
+                                                                                           if update else ""))
+        g.add_argument("--args", type=_words, metavar="ARGS",
+                       help="the entrypoint's arguments, likewise (--args='--port 8080')"
+                            + ("; '' removes them" if update else ""))
+        kept = " (its other settings kept; '' removes it)" if update else ""
+        g.add_argument("--readiness-path", metavar="PATH",
+                       help=f"readiness probe: HTTP GET of PATH on the first port{kept}")
+        g.add_argument("--liveness-path", metavar="PATH", help="liveness probe, likewise")
+        g.add_argument("--requests", metavar="R=Q,...", help="resource requests, e.g. cpu=100m,memory=128Mi"
+                                                             + (" (merged into its own)" if update else ""))
+        g.add_argument("--limits", metavar="R=Q,...", help="resource limits, e.g. memory=256Mi")
+
+    p = verb("create", "create a Workload with an inline artifact, one container named app: Kiln creates its "
+                       "Draft Artifact NAME and runs it (workload NAME --image IMAGE [options]); or, with -f FILE, "
+                       "the Kiln objects of a manifest",
+             f"kubectl create -f - <<EOF\n  apiVersion: {API_VERSION}\n  kind: Workload\n  metadata: {{name: NAME}}\n"
+             "  spec:\n    replicas: N\n    updatePolicy: Automatic\n"
+             "    artifact:\n      displayName: TEXT\n      description: TEXT\n      containers:\n"
+             "      - name: app\n        image: IMAGE\n        ports: [{name: http, containerPort: N}]\n"
+             "        env: [{name: K, value: V}]\n        command: [...]\n        args: [...]\n"
+             "        readinessProbe: {httpGet: {path: PATH, port: http}}\n  EOF\n"
+             "  kubectl create -f FILE   # with -f FILE", _create, None)
+    p.add_argument("kind", nargs="?", metavar="workload", help="the kind: workload (or workload/NAME)")
+    p.add_argument("name", nargs="?", metavar="NAME", help="the Workload's name (its Artifact's too)")
+    p.add_argument("-f", "--filename", metavar="FILE", help="create the objects of this manifest (-: stdin)")
+    p.add_argument("--replicas", type=int, metavar="N", help="pods to run (default 1)")
+    p.add_argument("--update-policy", choices=UPDATE_POLICIES,
+                   help="Automatic (default: a change of the artifact restarts the pods) or Manual")
+    p.add_argument("--display-name", metavar="TEXT", help="the artifact's spec.displayName")
+    p.add_argument("--description", metavar="TEXT", help="the artifact's spec.description")
+    container_options(p, update=False)
+    p.set_defaults(prepare=_prepare_create)
+
+    p = verb("update", "change an Artifact (artifact NAME [options]): --description/--display-name are metadata, "
+                       "editable even once Registered, and restart nothing; a container's fields (--image, --port, "
+                       "--env, ...) change its spec.containers, and the Workloads running a Draft restart onto it "
+                       "(a Registered artifact's are locked: the API server refuses). -f FILE replaces the objects "
+                       "of a manifest whole",
+             f"kubectl patch artifact.{GROUP} NAME --type merge -p '{{\"spec\":{{\"description\":\"TEXT\","
+             "\"displayName\":\"TEXT\"}}'   # metadata\n"
+             f"  kubectl get artifact.{GROUP} NAME -o json   # its spec.containers and metadata.resourceVersion RV\n"
+             f"  kubectl patch artifact.{GROUP} NAME --type merge -p "
+             "'{\"metadata\":{\"resourceVersion\":\"RV\"},\"spec\":{\"containers\":[...]}}'\n"
+             "  # a merge patch replaces a list whole: spec.containers is sent complete, the first container (or\n"
+             "  # --container) changed; the resourceVersion makes a change made in between a Conflict, not lost\n"
+             "  kubectl replace -f FILE   # with -f FILE", _update, None)
+    p.add_argument("kind", nargs="?", metavar="artifact", help="the kind: artifact (or artifact/NAME)")
+    p.add_argument("name", nargs="?", metavar="NAME", help="the Artifact's name")
+    p.add_argument("-f", "--filename", metavar="FILE", help="replace the objects of this manifest whole (-: stdin)")
+    p.add_argument("--display-name", metavar="TEXT", help="spec.displayName ('' removes it)")
+    p.add_argument("--description", metavar="TEXT", help="spec.description ('' removes it)")
+    container_options(p, update=True)
+    p.set_defaults(prepare=_prepare_update)
 
     verb("stop", "stop a Workload: its pods are removed, the Workload kept (workload NAME)",
          f"{PATCH} '{{\"spec\":{{\"state\":\"Stopped\"}}}}'", _state("Stopped", "stopped"), "workload")
@@ -880,6 +1261,8 @@ def main(argv: list[str] | None = None) -> int:
         return _completion(args)
     if args.allowed:  # the KIND NAME (or KIND/NAME) a verb takes: usage errors before any API call
         args.target = _target(args, args.allowed)
+    if getattr(args, "prepare", None):  # a verb's own usage checks, likewise before any API call
+        args.prepare(args)
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 

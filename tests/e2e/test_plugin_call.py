@@ -1,20 +1,24 @@
 """`kubectl kiln call` on the real node: the example model server (examples/scorer) answered through
 `kubectl port-forward`, for a Workload (Service <name>-dev) and for the governed Deployment promoted from
-it (Service <name>), and the port-forward stopped afterwards."""
+it (Service <name>), and the port-forward stopped afterwards. Then the seed's whole tutorial with
+`kubectl kiln` verbs only, the model called at each step."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_plugin import plugin, wait_for
+from tests.integration.test_plugin import plugin, run_plugin_tutorial, wait_for
 from tests.integration.test_workloads import create, wait_running, workload
 from tests.kube import Kube, Operator
 
 pytestmark = pytest.mark.cluster
-FEATURES = '{"features": [1, 2, 3]}'  # v1 scores 0.5 * 6
+FEATURES = '{"features": [1, 2, 3]}'  # v1 scores 0.5 * 6, v2 2.0 * 6
+SCORES = {"v1": 3.0, "v2": 12.0}
 
 
 def port_forwards(namespace: str) -> list[str]:
@@ -70,3 +74,26 @@ def test_call_a_workload_and_its_deployment(kube: Kube, operator: Operator, real
     r = plugin(kube, "-n", ns, "call", "deployment", "my-app-prod", "--path", "/predict", "--data", FEATURES)
     assert json.loads(r.stdout) == {"model": "scorer", "version": "v1", "score": 3.0}, r.stderr
     assert not port_forwards(ns)
+
+
+def test_the_seed_tutorial_with_plugin_verbs_only_calling_the_model(
+        kube: Kube, operator: Operator, real_namespace: str, registry_images: dict[str, str]) -> None:
+    """create workload, update artifact (2a, 2b), stop, start, register, promote --importance High, approve
+    --as alice, history, get: on the real node, `kubectl kiln call` asks the model at each step."""
+    ns = real_namespace
+
+    def call(kiln: Callable[..., subprocess.CompletedProcess[str]], kind: str, name: str, version: str) -> None:
+        expected = {"model": "scorer", "version": version, "score": SCORES[version]}
+
+        def answers() -> bool:  # a pod that is leaving, or not yet behind the Service, may answer first
+            r = kiln("call", kind, name, "--path", "/predict", "--data", FEATURES, check=False)
+            try:
+                return r.returncode == 0 and json.loads(r.stdout) == expected
+            except ValueError:
+                return False
+
+        kube.wait(answers, what=f"{kind} {name} to answer {expected}", timeout=90, interval=1)
+        assert not port_forwards(ns), "the port-forward outlived the call"
+
+    run_plugin_tutorial(kube, ns, {"v1": registry_images["scorer:v1"], "v2": registry_images["scorer:v2"]},
+                        call=call)

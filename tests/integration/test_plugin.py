@@ -1,7 +1,9 @@
 """`kubectl kiln` (operator/kiln/plugin.py) driven as a subprocess, the way a user runs it, against the real
 API server with the real operator: each verb's effect on the API objects, its --help naming its kubectl
-equivalent, kubectl's conventions (-n, --context, --kubeconfig, --as, -o, exit codes), completion.
-`call` needs the real node's model server: tests/e2e/test_plugin_call.py."""
+equivalent, kubectl's conventions (-n, --context, --kubeconfig, --as, -o, exit codes), completion; and the
+seed's tutorial followed with `kubectl kiln` verbs alone (create workload, update artifact, stop, start,
+register, promote, approve, history, get). `call` needs the real node's model server:
+tests/e2e/test_plugin_call.py, which also follows that tutorial calling the model at each step."""
 
 from __future__ import annotations
 
@@ -30,8 +32,11 @@ BIN = Path(sys.executable).parent
 PLUGIN = BIN / "kubectl-kiln"
 ADMIN = "kiln-admin"  # the local cluster's kubeconfig user
 DEPLOYER, APPROVER = "dan", "alice"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 VERBS = {  # verb: what its --help must name (its kubectl equivalent)
+    "create": "kubectl create -f - <<EOF\n  apiVersion: kiln.dev/v1alpha1\n  kind: Workload",
+    "update": """kubectl patch artifact.kiln.dev NAME --type merge -p '{"spec":{"description":"TEXT",""",
     "stop": """kubectl patch workload.kiln.dev NAME --type merge -p '{"spec":{"state":"Stopped"}}'""",
     "start": """kubectl patch workload.kiln.dev NAME --type merge -p '{"spec":{"state":"Running"}}'""",
     "restart": "kubectl annotate workload.kiln.dev NAME --overwrite kiln.dev/restartedAt=",
@@ -103,6 +108,12 @@ def test_every_verb_has_help_naming_its_kubectl_equivalent() -> None:
     assert r.returncode == 0 and VERBS["stop"] in r.stdout, r.stderr
     for verb in ("history", "get"):
         assert "-o {json,yaml}" in plugin(None, verb, "--help").stdout
+    # create and update: the -f forms, and a merge patch of spec.containers replaces the list whole.
+    assert "kubectl create -f FILE" in plugin(None, "create", "--help").stdout
+    out = plugin(None, "update", "--help").stdout
+    assert "kubectl replace -f FILE" in out and "a merge patch replaces a list whole" in out, out
+    assert """kubectl patch artifact.kiln.dev NAME --type merge -p '{"metadata":{"resourceVersion":"RV"},""" \
+           """"spec":{"containers":[...]}}'""" in out, out
 
 
 @pytest.mark.parametrize("args", [
@@ -116,6 +127,18 @@ def test_every_verb_has_help_naming_its_kubectl_equivalent() -> None:
     ("history", "deployment", "x", "-o", "wide"),
     ("call", "artifact", "x"),
     ("--as-group", "a", "--as-group", "b", "stop", "workload", "x"),
+    ("create",),  # nothing to create
+    ("create", "workload", "x"),  # --image missing
+    ("create", "artifact", "x", "--image", "i"),  # create makes workloads (or -f)
+    ("create", "-f", "f.yaml", "workload", "x"),
+    ("create", "workload", "x", "--image", "i", "--update-policy", "Sometimes"),
+    ("create", "workload", "x", "--image", "i", "--port", "0"),
+    ("create", "workload", "x", "--image", "i", "--env", "NOVALUE"),
+    ("create", "workload", "x", "--image", "i", "--readiness-path", "/ready"),  # no port to probe
+    ("update", "artifact", "x"),  # nothing to change
+    ("update", "workload", "x", "--image", "i"),
+    ("update", "artifact", "x", "--requests", "cpu"),
+    ("update", "-f", "f.yaml", "--image", "i"),
 ])
 def test_usage_errors_exit_2_before_any_api_call(args: tuple[str, ...], tmp_path: Path) -> None:
     e = {**env(), "KUBECONFIG": str(tmp_path / "none")}  # no API server would answer anyway
@@ -139,6 +162,9 @@ def test_completion_scripts_and_kubectl_plugin_completion(kube: Kube, operator: 
         return r.stdout.split()
 
     assert bash_complete("st") == ["stop", "start"]
+    assert bash_complete("create", "") == ["workload"] and bash_complete("update", "") == ["artifact"]
+    assert bash_complete("create", "workload", "x", "--update-policy", "") == ["Automatic", "Manual"]
+    assert "--readiness-path" in bash_complete("update", "artifact", "x", "--rea")
     assert bash_complete("approve", "") == ["deployment"]
     assert bash_complete("promote", "workload", "x", "--importance", "") == ["Critical", "High", "Moderate", "Low"]
     assert "--watch" in bash_complete("get", "x", "--w")
@@ -148,10 +174,15 @@ def test_completion_scripts_and_kubectl_plugin_completion(kube: Kube, operator: 
     create(kube, namespace, workload("beta", inline=[container()]))
     assert bash_complete("-n", namespace, "stop", "workload", "") == ["alpha", "beta"]
     assert bash_complete("get", "--namespace", namespace, "a") == ["alpha"]
+    kube.wait(lambda: bash_complete("-n", namespace, "update", "artifact", "") == ["alpha", "beta"],
+              what="the artifacts made from the workloads completed")
     # kubectl's plugin completion (kubectl 1.26+) asks kubectl_complete-kiln, Cobra's protocol.
     r = subprocess.run([str(BIN / "kubectl_complete-kiln"), "-n", namespace, "restart", "workload", "b"],
                        env=env(kube), text=True, capture_output=True, timeout=30)
     assert r.stdout.split("\n")[:2] == ["beta", ":4"], r.stdout
+    r = subprocess.run([str(BIN / "kubectl_complete-kiln"), "create", "-f", ""], env=env(kube), text=True,
+                       capture_output=True, timeout=30)
+    assert r.stdout == ":0\n", r.stdout  # -f FILE: the shell completes a file name
     r = subprocess.run(["kubectl", "__complete", "kiln", "-n", namespace, "start", "kwl", ""], env=env(kube),
                        text=True, capture_output=True, timeout=30)
     assert r.returncode == 0 and r.stdout.split("\n")[:2] == ["alpha", "beta"], (r.stdout, r.stderr)
@@ -406,3 +437,229 @@ def test_kubectl_dispatches_to_the_plugin(kube: Kube, operator: Operator, namesp
                        text=True, capture_output=True, timeout=60)
     assert r.returncode == 0 and r.stdout == "workload.kiln.dev/via-kubectl stopped\n", r.stderr
     assert get(kube, namespace, "workloads", "via-kubectl")["spec"]["state"] == "Stopped"
+
+
+# --- create and update: the tutorial's steps 1, 2a and 2b ----------------------------------------------
+
+
+def spec_digest(kube: Kube, ns: str, name: str, generation: int) -> str:
+    """The Artifact's digest once the operator has seen its generation ``generation``."""
+    art = wait_for(kube, ns, "artifacts", name, lambda a: a if (a.get("status") or {}).get("observedGeneration")
+                   == generation else None, f"artifact {name} generation {generation} observed")
+    return str(art["status"]["specDigest"])
+
+
+def test_create_workload_runs_pods(kube: Kube, operator: Operator, namespace: str, tmp_path: Path) -> None:
+    r = plugin(kube, "-n", namespace, "create", "workload", "web", "--image", "registry.example/web:1",
+               "--port", "8080", "--port", "9090", "--env", "LOG_LEVEL=info", "--env", "GREETING=a=b c",
+               "--command", "python -m web", "--args", "--verbose --workers 2", "--replicas", "2",
+               "--update-policy", "Manual", "--display-name", "Web", "--description", "v1",
+               "--readiness-path", "/ready", "--requests", "cpu=100m,memory=128Mi", "--limits", "memory=256Mi")
+    assert r.stdout == "workload.kiln.dev/web created (its Draft artifact: artifact.kiln.dev/web)\n", r.stdout
+    wl = get(kube, namespace, "workloads", "web")
+    app = {"name": "app", "image": "registry.example/web:1", "command": ["python", "-m", "web"],
+           "args": ["--verbose", "--workers", "2"],
+           "env": [{"name": "LOG_LEVEL", "value": "info"}, {"name": "GREETING", "value": "a=b c"}],
+           "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                     {"name": "p9090", "containerPort": 9090, "protocol": "TCP"}],
+           "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+           "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}}}
+    assert wl["spec"]["artifact"] == {"displayName": "Web", "description": "v1", "containers": [app]}, wl["spec"]
+    assert (wl["spec"]["replicas"], wl["spec"]["updatePolicy"]) == (2, "Manual")
+    wait_running(kube, namespace, "web", replicas=2)
+    art = get(kube, namespace, "artifacts", "web")
+    assert art["spec"]["lifecycle"] == "Draft" and art["spec"]["containers"] == [app]
+    assert (art["spec"]["displayName"], art["spec"]["description"]) == ("Web", "v1")
+
+    # -o json prints the object created; the same name again: the API server's AlreadyExists, exit 1.
+    r = plugin(kube, "-n", namespace, "create", "workload/api", "--image", "registry.example/api:1", "-o", "json")
+    containers = json.loads(r.stdout)["spec"]["artifact"]["containers"]
+    assert containers == [{"name": "app", "image": "registry.example/api:1"}]
+    wait_running(kube, namespace, "api")
+    r = plugin(kube, "-n", namespace, "create", "workload", "api", "--image", "x", check=False)
+    assert r.returncode == 1 and r.stderr.strip() == \
+        'Error from server (AlreadyExists): workloads.kiln.dev "api" already exists', r.stderr
+
+    # -f FILE, as kubectl create -f: the tutorial's manifest, and stdin (-).
+    r = plugin(kube, "-n", namespace, "create", "-f", str(EXAMPLES / "01-workload-with-inline-artifact.yaml"))
+    assert r.stdout == "workload.kiln.dev/my-app created\n"
+    wait_running(kube, namespace, "my-app")
+    manifest = yaml.safe_dump(workload("piped", inline=[container()]))
+    r = plugin(kube, "-n", namespace, "create", "-f", "-", "-o", "name", input=manifest)
+    assert r.stdout == "workload.kiln.dev/piped\n"
+    # Not a Kiln object, or another namespace than -n: refused before any write.
+    other = tmp_path / "cm.yaml"
+    other.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    r = plugin(kube, "-n", namespace, "create", "-f", str(other), check=False)
+    assert r.returncode == 1 and "not a Kiln object" in r.stderr, r.stderr
+    r = plugin(kube, "-n", namespace, "create", "-f", "-", check=False, input=yaml.safe_dump(
+        {**workload("elsewhere", inline=[container()]), "metadata": {"name": "elsewhere", "namespace": "kube-system"}}))
+    assert r.returncode == 1 and "does not match the namespace" in r.stderr, r.stderr
+
+
+def test_update_artifact_metadata_restarts_nothing(kube: Kube, operator: Operator, namespace: str) -> None:
+    plugin(kube, "-n", namespace, "create", "workload", "my-app", "--image", "registry.example/app:1",
+           "--port", "8080", "--description", "v1")
+    wait_running(kube, namespace, "my-app")
+    before, digest = pod_names(kube, namespace, "my-app"), spec_digest(kube, namespace, "my-app", 1)
+
+    r = plugin(kube, "-n", namespace, "update", "artifact", "my-app", "--description", "v2", "--display-name", "Mine")
+    assert r.stdout == "artifact.kiln.dev/my-app patched\n"
+    art = get(kube, namespace, "artifacts", "my-app")
+    assert (art["spec"]["description"], art["spec"]["displayName"]) == ("v2", "Mine")
+    assert spec_digest(kube, namespace, "my-app", 2) == digest  # metadata is not in the digest
+    time.sleep(3)  # the operator had its chance to restart something
+    assert pod_names(kube, namespace, "my-app") == before
+    assert wait_running(kube, namespace, "my-app")["status"]["artifact"]["specDigest"] == digest
+    # '' removes a field.
+    r = plugin(kube, "-n", namespace, "update", "kart/my-app", "--display-name", "", "-o", "json")
+    assert "displayName" not in json.loads(r.stdout)["spec"]
+
+
+def test_update_artifact_container_restarts_the_workload(kube: Kube, operator: Operator, namespace: str,
+                                                         tmp_path: Path) -> None:
+    plugin(kube, "-n", namespace, "create", "workload", "my-app", "--image", "registry.example/app:1",
+           "--port", "8080", "--env", "LOG_LEVEL=info", "--env", "DROP=me", "--readiness-path", "/ready")
+    wait_running(kube, namespace, "my-app")
+    before = pod_names(kube, namespace, "my-app")
+
+    r = plugin(kube, "-n", namespace, "update", "artifact", "my-app", "--image", "registry.example/app:2",
+               "--env", "LOG_LEVEL=debug", "--env", "DROP-", "--env", "NEW=1", "--liveness-path", "/healthz",
+               "--readiness-path", "/ready2", "--args", '["--model", "v2"]')
+    assert r.stdout == "artifact.kiln.dev/my-app patched\n"
+    (c,) = get(kube, namespace, "artifacts", "my-app")["spec"]["containers"]
+    assert c["image"] == "registry.example/app:2" and c["args"] == ["--model", "v2"]
+    assert c["env"] == [{"name": "LOG_LEVEL", "value": "debug"}, {"name": "NEW", "value": "1"}]
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]  # kept
+    assert c["readinessProbe"]["httpGet"] == {"path": "/ready2", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    digest = spec_digest(kube, namespace, "my-app", 2)
+
+    # The workload restarts onto it: new pods, the new image, the new digest.
+    kube.wait(lambda: (n := pod_names(kube, namespace, "my-app")) and n.isdisjoint(before), what="pods replaced")
+    wl = wait_running(kube, namespace, "my-app")
+    assert wl["status"]["artifact"]["specDigest"] == digest
+    (pod,) = [p for p in kube.core.list_namespaced_pod(namespace, label_selector="kiln.dev/workload=my-app").items
+              if not p.metadata.deletion_timestamp]
+    assert pod.spec.containers[0].image == "registry.example/app:2"
+
+    # -f FILE replaces the whole artifact (kubectl replace -f), without a resourceVersion as kubectl takes it.
+    art = get(kube, namespace, "artifacts", "my-app")
+    art["spec"]["containers"][0]["image"] = "registry.example/app:3"
+    manifest = tmp_path / "artifact.yaml"
+    manifest.write_text(yaml.safe_dump({"apiVersion": art["apiVersion"], "kind": "Artifact",
+                                        "metadata": {"name": "my-app"}, "spec": art["spec"]}))
+    r = plugin(kube, "-n", namespace, "update", "-f", str(manifest))
+    assert r.stdout == "artifact.kiln.dev/my-app replaced\n"
+    assert get(kube, namespace, "artifacts", "my-app")["spec"]["containers"][0]["image"] == "registry.example/app:3"
+    # A container it does not have: exit 1.
+    r = plugin(kube, "-n", namespace, "update", "artifact", "my-app", "-c", "sidecar", "--image", "x", check=False)
+    assert r.returncode == 1 and "no container 'sidecar'" in r.stderr
+
+
+def test_update_refused_on_a_registered_artifact(kube: Kube, operator: Operator, namespace: str) -> None:
+    registered_workload(kube, namespace, "locked")
+    running = pod_names(kube, namespace, "locked")
+    image = get(kube, namespace, "artifacts", "locked")["spec"]["containers"][0]["image"]
+
+    r = plugin(kube, "-n", namespace, "update", "artifact", "locked", "--image", "registry.example/app:9", check=False)
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    assert r.stderr.startswith("Error from server (") and "locked" in r.stderr and "Registered" in r.stderr, r.stderr
+    assert "spec.containers" in r.stderr, r.stderr
+    art = get(kube, namespace, "artifacts", "locked")
+    art["spec"]["containers"][0]["image"] = "registry.example/app:9"
+    r = plugin(kube, "-n", namespace, "update", "-f", "-", check=False, input=json.dumps(
+        {"apiVersion": art["apiVersion"], "kind": "Artifact", "metadata": {"name": "locked"}, "spec": art["spec"]}))
+    assert r.returncode == 1 and r.stderr.startswith("Error from server (") and "locked" in r.stderr, r.stderr
+    assert get(kube, namespace, "artifacts", "locked")["spec"]["containers"][0]["image"] == image
+
+    # Its metadata stays editable; nothing restarts.
+    r = plugin(kube, "-n", namespace, "update", "artifact", "locked", "--description", "in production")
+    assert r.returncode == 0 and get(kube, namespace, "artifacts", "locked")["spec"]["description"] == "in production"
+    assert pod_names(kube, namespace, "locked") == running
+
+
+# --- the seed's tutorial, with `kubectl kiln` verbs only -------------------------------------------------
+
+
+def run_plugin_tutorial(kube: Kube, ns: str, images: dict[str, str],
+                        call: Any = None) -> None:
+    """examples/README.md's steps, each a `kubectl kiln` verb (the approver's RoleBinding aside, which is
+    the cluster admin's business). ``call(kind, name, version)``, on the real node, asks the model."""
+
+    def kiln(*args: str, check: bool = True, user: str | None = None) -> subprocess.CompletedProcess[str]:
+        return plugin(kube, *(["--as", user] if user else []), "-n", ns, *args, check=check, timeout=120)
+
+    def model(kind: str, name: str, version: str) -> None:
+        if call is not None:
+            call(kiln, kind, name, version)
+
+    def pods() -> set[str]:
+        return pod_names(kube, ns, "my-app")
+
+    # Step 1: a Workload with an inline artifact: its Draft Artifact, its pod.
+    kiln("create", "workload", "my-app", "--image", images["v1"], "--port", "8080", "--env", "LOG_LEVEL=info",
+         "--requests", "cpu=100m,memory=128Mi", "--limits", "memory=256Mi", "--readiness-path", "/ready",
+         "--display-name", "My App", "--description", "v1")
+    wait_running(kube, ns, "my-app", timeout=120)
+    assert get(kube, ns, "artifacts", "my-app")["spec"]["lifecycle"] == "Draft"
+    step1 = pods()
+    assert len(step1) == 1
+    model("workload", "my-app", "v1")
+
+    # 2a: metadata only: nothing restarts.
+    kiln("update", "artifact", "my-app", "--description", "v2")
+    spec_digest(kube, ns, "my-app", 2)
+    assert pods() == step1
+
+    # 2b: the container spec: version 2 of the model, a liveness probe; the workload restarts onto it.
+    kiln("update", "artifact", "my-app", "--image", images["v2"], "--env", "LOG_LEVEL=debug",
+         "--liveness-path", "/healthz")
+    digest = spec_digest(kube, ns, "my-app", 3)
+    wait_for(kube, ns, "workloads", "my-app", lambda w: ((w.get("status") or {}).get("artifact") or {}).get(
+        "specDigest") == digest, "workload on the new digest", timeout=120)
+    step2 = kube.wait(lambda: (p := pods()) and p.isdisjoint(step1) and p, what="only the new pod", timeout=90)
+    assert len(step2) == 1
+    wait_running(kube, ns, "my-app", timeout=120)
+    model("workload", "my-app", "v2")
+
+    # 2c: stop, then start.
+    assert kiln("stop", "workload", "my-app").stdout == "workload.kiln.dev/my-app stopped\n"
+    wait_for(kube, ns, "workloads", "my-app", lambda w: (w.get("status") or {}).get("state") == "Stopped"
+             and not pods(), "stopped, no pods", timeout=90)
+    kiln("start", "workload", "my-app")
+    wait_running(kube, ns, "my-app", timeout=120)
+    running = pods()
+    model("workload", "my-app", "v2")
+
+    # Step 3: register: locked, nothing restarts; a change of its containers is refused.
+    kiln("register", "artifact", "my-app")
+    art = wait_for(kube, ns, "artifacts", "my-app",
+                   lambda a: a if (a.get("status") or {}).get("lifecycle") == "Registered" else None, "registered")
+    assert art["status"]["specDigest"] == digest and art["status"]["registeredBy"] == ADMIN
+    r = kiln("update", "artifact", "my-app", "--image", images["v2"].rsplit(":", 1)[0] + ":v3", check=False)
+    assert r.returncode == 1 and "Registered" in r.stderr and "my-app" in r.stderr, r.stderr
+    r = kiln("update", "-f", str(EXAMPLES / "03-artifact-my-app-v3.yaml"), check=False)  # kubectl replace -f
+    assert r.returncode == 1 and "Registered" in r.stderr and "my-app" in r.stderr, r.stderr
+    assert pods() == running
+
+    # Step 4: promote (High: it waits for an approval), approved by alice, an approver who did not request it.
+    r = kiln("promote", "workload", "my-app", "--name", "my-app", "--importance", "High", "--replicas", "2")
+    assert r.stdout.startswith("deployment.kiln.dev/my-app created from workload my-app (artifact my-app)"), r.stdout
+    wait_for(kube, ns, "deployments", "my-app", lambda d: approved_reason(d) == "AwaitingApproval", "awaiting")
+    assert not kube.exists(kube.apps.read_namespaced_deployment, "my-app", ns), "rolled out unapproved"
+    bind(kube, ns, APPROVER, "approver")  # kubectl create rolebinding alice-approver --clusterrole=kiln-approver
+    kiln("approve", "deployment", "my-app", "--comment", "reviewed the scorer v2 metrics", user=APPROVER)
+    dep = wait_for(kube, ns, "deployments", "my-app", lambda d: d if (Kube.condition(d, "Ready") or {}).get(
+        "status") == "True" and (d.get("status") or {}).get("readyReplicas") == 2 else None, "ready", timeout=180)
+    assert dep["status"]["artifact"]["specDigest"] == digest
+    rows = columns(kiln("history", "deployment", "my-app").stdout)
+    assert [(h["ACTION"], h["ACTOR"]) for h in rows[:3]] == [("ApprovalRequested", ADMIN), ("Approved", APPROVER),
+                                                             ("Created", ADMIN)], rows
+    tree = [row["NAME"] for row in columns(kiln("get", "my-app").stdout)]
+    assert tree[0] == "Artifact/my-app" and "├─Workload/my-app" in tree and "└─Deployment/my-app" in tree, tree
+    model("deployment", "my-app", "v2")
+
+
+def test_the_seed_tutorial_with_plugin_verbs_only(kube: Kube, operator: Operator, namespace: str) -> None:
+    run_plugin_tutorial(kube, namespace, {"v1": "registry.example/scorer:v1", "v2": "registry.example/scorer:v2"})
