@@ -546,8 +546,11 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float:
     return prev_le
 
 
-# `kiln run` (development mode) registers its webhook configurations at start-up: not a resync.
-NOT_RESYNC = ('resource="validatingwebhookconfigurations"', 'resource="mutatingwebhookconfigurations"')
+# `kiln run` (development mode) registers its webhook configurations, admission policies and the personas'
+# ClusterRoles at start-up: not a resync.
+NOT_RESYNC = tuple(f'resource="{r}"' for r in (
+    "validatingwebhookconfigurations", "mutatingwebhookconfigurations", "validatingadmissionpolicies",
+    "validatingadmissionpolicybindings", "clusterroles"))
 
 
 def request_counts(metrics: str) -> dict[str, int]:
