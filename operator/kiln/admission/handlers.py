@@ -204,6 +204,11 @@ def references(containers: list[Body], at: str) -> dict[tuple[str, str], str]:
     return out
 
 
+def artifact_references(artifact: Artifact) -> dict[tuple[str, str], str]:
+    """What the pods of an existing Artifact would read (for a Workload or a Deployment that runs it)."""
+    return references([c.to_dict() for c in artifact.spec.containers], f"Artifact {artifact.metadata.name}: spec.")
+
+
 def allowed(r: Review, verb: str, resource: str, name: str, group: str = "") -> bool:
     """Whether the user of the request may do ``verb`` on that object of the request's namespace (a
     SubjectAccessReview, with the user's groups and extra)."""
@@ -215,11 +220,6 @@ def allowed(r: Review, verb: str, resource: str, name: str, group: str = "") -> 
     return bool(answer.status.allowed)
 
 
-def may_read(r: Review, resource: str, name: str) -> bool:
-    """Whether the user of the request may ``get`` that Secret or ConfigMap."""
-    return allowed(r, "get", resource, name)
-
-
 def check_readable(r: Review, what: str, refs: dict[tuple[str, str], str],
                    before: dict[tuple[str, str], str] | None = None) -> None:
     """Refuse the request unless its user may read every Secret and ConfigMap the pods would read (those
@@ -227,15 +227,10 @@ def check_readable(r: Review, what: str, refs: dict[tuple[str, str], str],
     for (resource, name), field in refs.items():
         if before is not None and (resource, name) in before:
             continue
-        if not may_read(r, resource, name):
+        if not allowed(r, "get", resource, name):
             kind = "Secret" if resource == "secrets" else "ConfigMap"
             raise Denied(f"{what}: {field}: {r.username} may not get {kind} {name} in namespace {r.namespace}, "
                          f"and the pods would read it: reference a {kind} you may read", code=403)
-
-
-def _artifact_containers(namespace: str, name: str) -> list[Body] | None:
-    body = _kube().get_kiln(ARTIFACTS, namespace, name)
-    return None if body is None else list((body.get("spec") or {}).get("containers") or [])
 
 
 def check_references(r: Review) -> None:
@@ -255,9 +250,9 @@ def check_references(r: Review) -> None:
     ref = (r.spec.get("artifactRef") or {}).get("name")
     if not ref or (r.old is not None and (r.old_spec.get("artifactRef") or {}).get("name") == ref):
         return None  # the same Artifact as before: nothing new is read
-    containers = _artifact_containers(r.namespace, ref)
-    if containers is not None:  # a missing Artifact: the Workload waits for it, and whoever creates it is checked
-        check_readable(r, f"Workload {r.name}", references(containers, f"Artifact {ref}: spec."))
+    artifact = _get(Artifact, ARTIFACTS, r.namespace, ref)
+    if artifact is not None:  # a missing Artifact: the Workload waits for it, and whoever creates it is checked
+        check_readable(r, f"Workload {r.name}", artifact_references(artifact))
     return None
 
 
@@ -277,8 +272,7 @@ def validate_deployment(r: Review) -> None:
                      + register_command(art_name))
     if r.operation == "CREATE" or (r.old_spec.get("artifactRef") or {}).get("name") != art_name:
         # Production pods read them for whoever puts the Artifact into production.
-        check_readable(r, f"Deployment {r.name}", references([c.to_dict() for c in artifact.spec.containers],
-                                                             f"Artifact {art_name}: spec."))
+        check_readable(r, f"Deployment {r.name}", artifact_references(artifact))
 
 
 # --- approvals ------------------------------------------------------------------------------------------

@@ -56,6 +56,13 @@ def triggers(entries: list[HistoryEntry]) -> set[Trigger]:
     return out
 
 
+def decisions(approvals: list[Approval], dep: Deployment, *, deletion: bool, excluding: str) -> list[Approval]:
+    """The Approvals that decide the Deployment's current generation (its change, or its deletion), by
+    someone other than ``excluding`` (who asked for it). Pure."""
+    return [a for a in approvals if a.spec.deployment_ref.name == dep.metadata.name and a.spec.deletion == deletion
+            and a.spec.generation == dep.metadata.generation and a.spec.approver and a.spec.approver != excluding]
+
+
 def gate(dep: Deployment, changes: list[HistoryEntry], policy: ApprovalPolicySpec,
          approvals: Callable[[], list[Approval]], at: str) -> Gate:
     """Whether the pending change (``changes``: the rollout entries it would record) may roll out under
@@ -85,9 +92,7 @@ def gate(dep: Deployment, changes: list[HistoryEntry], policy: ApprovalPolicySpe
 
     entry(HistoryAction.APPROVAL_REQUESTED, requester,
           f"{what} (generation {gen}) needs {needed} approval(s) for importance {importance}")
-    decided = [a for a in approvals() if a.spec.deployment_ref.name == meta.name and a.spec.generation == gen
-               and not a.spec.deletion
-               and a.spec.approver and a.spec.approver != requester]
+    decided = decisions(approvals(), dep, deletion=False, excluding=requester)
     rejected = [a for a in decided if a.spec.decision == ApprovalDecision.REJECT]
     if rejected:
         first = rejected[0].spec
@@ -146,8 +151,7 @@ def deletion_verdict(dep: Deployment, policy: ApprovalPolicySpec, approvals: lis
     needed = policy.approvals_for(importance)
     if Trigger.DELETE not in policy.triggers or not needed:
         return None
-    decided = [a for a in approvals if a.spec.deployment_ref.name == meta.name and a.spec.deletion
-               and a.spec.generation == meta.generation and a.spec.approver and a.spec.approver != user]
+    decided = decisions(approvals, dep, deletion=True, excluding=user)
     rejected = next((a.spec for a in decided if a.spec.decision == ApprovalDecision.REJECT), None)
     if rejected is not None:
         return (f"deleting Deployment {meta.name} was rejected by {rejected.approver}"
