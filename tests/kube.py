@@ -98,6 +98,11 @@ def webhooks_effective(kube: Kube, namespace: str = "default") -> bool:
     return False
 
 
+# The registries of the tests' made-up images (registry.example/app:1, nginx:1.27): their tags are kept
+# at registration, and nothing is sent there. The local cluster's registry (127.0.0.1:5001) is resolved.
+FAKE_REGISTRIES = "registry.example,docker.io"
+
+
 class Operator:
     """`kiln run` as a subprocess: started, stopped gracefully, or killed like a crash."""
 
@@ -119,7 +124,8 @@ class Operator:
         import sys
 
         self.runs += 1
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KILN_OPERATOR_DIR": str(self.workdir)}
+        env = {"KILN_DIGEST_SKIP_REGISTRIES": FAKE_REGISTRIES, **os.environ, "KUBECONFIG": str(self.kubeconfig),
+               "KILN_OPERATOR_DIR": str(self.workdir)}
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "kiln.cli", "run", *self.args], env=env,
                                          stdout=out, stderr=subprocess.STDOUT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from types import ModuleType
 
@@ -83,12 +84,27 @@ def _images(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from kiln import main as operator_main
 
+    _local_registry_mirror()
     return operator_main.run(namespaces=args.namespace, webhook_port=args.webhook_port,
                              webhooks=not args.no_webhooks, register_webhooks=not args.no_register_webhooks,
                              webhook_cert_dir=args.webhook_cert_dir, liveness=args.liveness,
                              webhook_addr=args.webhook_addr, webhook_drain=args.webhook_drain,
                              leader_election=args.leader_election, lease_name=args.lease_name,
                              lease_namespace=args.lease_namespace, lease_duration=args.lease_duration)
+
+
+def _local_registry_mirror() -> None:
+    """With the local cluster's registry running, images named as its pods see them (127.0.0.1:5001/...)
+    are resolved at the port it has on this host (KILN_REGISTRY_MIRRORS, unless set)."""
+    if "KILN_REGISTRY_MIRRORS" in os.environ:
+        return
+    try:
+        from kiln_dev import cluster, node
+    except ImportError:  # the operator's image: no development tools
+        return
+    registry = ((cluster.read_state() or {}).get("node") or {}).get("registry")
+    if registry:
+        os.environ["KILN_REGISTRY_MIRRORS"] = f"127.0.0.1:{node.REGISTRY_PORT}=http://{registry}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from kubernetes import client, config
@@ -17,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kiln import tree
 from kiln.api.models import KilnModel, ObjectMeta
-from kiln.names import GROUP, VERSION
+from kiln.names import ARTIFACTS, GROUP, L_COLLECTION, L_VERSION, VERSION
 
 Body = dict[str, Any]
 T = TypeVar("T")
@@ -87,9 +89,28 @@ def get_kiln(plural: str, namespace: str, name: str) -> Body | None:
     return obj
 
 
-def list_kiln(plural: str, namespace: str) -> list[Body]:
-    listing: Body = custom().list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+def list_kiln(plural: str, namespace: str, label_selector: str = "") -> list[Body]:
+    listing: Body = custom().list_namespaced_custom_object(GROUP, VERSION, namespace, plural,
+                                                           label_selector=label_selector)
     return list(listing["items"])
+
+
+def find_artifact(namespace: str, name: str | None, collection: str | None = None,
+                  version: int | None = None) -> Body | None:
+    """An Artifact by name, or by the collection and version its registration stamped on it."""
+    if name:
+        return get_kiln(ARTIFACTS, namespace, name)
+    found = list_kiln(ARTIFACTS, namespace, f"{L_COLLECTION}={collection},{L_VERSION}={version}")
+    return found[0] if len(found) == 1 else None
+
+
+def home_namespace() -> str:
+    """The operator's own namespace (its Lease, its version counters): the pod's (POD_NAMESPACE from the
+    downward API, or the ServiceAccount's), else "default" (`kiln run` outside a cluster)."""
+    sa = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    return sa.read_text().strip() if sa.is_file() else "default"
 
 
 def write_status(plural: str, meta: ObjectMeta, old: KilnModel, new: KilnModel) -> bool:

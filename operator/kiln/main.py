@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 # The controllers register their handlers with kopf on import.
-from kiln import leader
+from kiln import kube, leader
 from kiln.admission.process import HOST, Webhooks, free_port
 from kiln.controllers import artifacts, deployments, runtime, workloads  # noqa: F401 - registration
 from kiln.names import FINALIZER, L_DEPLOYMENT, L_WORKLOAD
@@ -113,15 +113,6 @@ def _webhooks(port: int, served: bool, register: bool, cert_dir: str | None,
     return webhooks
 
 
-def default_lease_namespace() -> str:
-    """The namespace of the leader election's Lease when none is given: the pod's (POD_NAMESPACE from
-    the downward API, or the ServiceAccount's), else "default"."""
-    sa = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
-    return sa.read_text().strip() if sa.is_file() else "default"
-
-
 def _lose_leadership(webhooks: Webhooks | None, reason: str) -> None:
     """Leadership lost (from the lease's thread): stop at once, before another replica may start
     reconciling; handlers in flight must not write any more. The container restarts as a follower."""
@@ -175,7 +166,7 @@ def run(namespaces: list[str], webhook_port: int = 0, webhooks: bool = True, reg
                          webhooks=_webhooks(webhook_port, webhooks, register_webhooks, webhook_cert_dir,
                                             webhook_addr),
                          restart_parallelism=int(os.environ.get("KILN_RESTART_PARALLELISM", "8")))
-    election = leader.LeaderElection.with_duration(lease_name, lease_namespace or default_lease_namespace(),
+    election = leader.LeaderElection.with_duration(lease_name, lease_namespace or kube.home_namespace(),
                                                    lease_duration) if leader_election else None
     # SIGTERM or SIGINT: stop following, or stop kopf (which also installs handlers of its own once it runs).
     stop = threading.Event()

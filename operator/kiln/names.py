@@ -28,6 +28,10 @@ L_INDEX: Final = "kiln.dev/index"
 L_IMPORTANCE: Final = "kiln.dev/importance"
 # On a governed Deployment's pods: the uid of the Deployment they belong to (its Service and PDB select it).
 L_OWNER_UID: Final = "kiln.dev/owner-uid"
+# On an Artifact, stamped at admission (users cannot set them): its collection, and the version its
+# registration was given (`kubectl get kart -l kiln.dev/collection=scorer`).
+L_COLLECTION: Final = "kiln.dev/collection"
+L_VERSION: Final = "kiln.dev/version"
 
 # Annotations.
 A_DIGEST: Final = "kiln.dev/spec-digest"  # the whole sha256:<hex>, on pods and apps/v1 Deployments
@@ -36,6 +40,7 @@ A_RESTARTED_AT: Final = "kiln.dev/restartedAt"  # set by users on a Workload: re
 A_CREATED_BY_WORKLOAD: Final = "kiln.dev/created-by-workload"  # on a Draft Artifact made from an inline one
 A_REGISTERED_BY: Final = "kiln.dev/registered-by"  # set by admission from the request's user
 A_REGISTERED_AT: Final = "kiln.dev/registered-at"
+A_IMAGES: Final = "kiln.dev/images"  # set by admission at registration: each container's image digest (JSON)
 A_CHANGED_BY: Final = "kiln.dev/changed-by"  # on a governed Deployment: who made the last spec change
 
 # Kiln's own RBAC verbs on its kinds: who may write their status (the operator's role grants it), who

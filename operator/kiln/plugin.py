@@ -336,8 +336,41 @@ def _decide(decision: str) -> Callable[[Kube, argparse.Namespace], int]:
     return run
 
 
-HISTORY_COLUMNS = ("TIME", "GENERATION", "ACTION", "ACTOR", "ARTIFACT", "DIGEST", "REPLICAS", "IMPORTANCE",
-                   "MESSAGE")
+HISTORY_COLUMNS = ("TIME", "GENERATION", "ACTION", "ACTOR", "ARTIFACT", "VERSION", "DIGEST", "REPLICAS",
+                   "IMPORTANCE", "MESSAGE")
+ROLLOUTS = ("Created", "ArtifactSwitched", "RolledBack")  # kiln.api.models.HistoryAction: what ran
+
+
+def _rollback(k: Kube, args: argparse.Namespace) -> int:
+    """Switch a governed Deployment back to the Artifact it ran before the current one (or to a version of
+    its collection): by collection and version when its spec names the Artifact that way, else by name and
+    uid. Governance applies as to any switch."""
+    kind, name = args.target
+    dep = k.get(kind, name)
+    ref, running = (dep.get("spec") or {}).get("artifactRef") or {}, (dep.get("status") or {}).get("artifact") or {}
+    collection = ref.get("collection") or running.get("collection")
+    if args.to_version is not None:
+        if not collection:
+            return _fail(f"deployment.{GROUP}/{name} runs Artifact {running.get('name')}, which has no collection: "
+                         "--to-version needs one")
+        target: Obj = {"name": None, "uid": None, "collection": collection, "version": args.to_version}
+    else:
+        history = [h for h in (dep.get("status") or {}).get("history") or [] if h.get("action") in ROLLOUTS]
+        before = next((h for h in reversed(history) if h.get("artifactUid") != running.get("uid")
+                       or h.get("digest") != running.get("specDigest")), None)
+        if before is None:
+            return _fail(f"deployment.{GROUP}/{name} has run no other Artifact: nothing to roll back to")
+        if ref.get("collection") and before.get("version"):
+            target = {"name": None, "uid": before.get("artifactUid"), "collection": ref["collection"],
+                      "version": before["version"]}
+        else:
+            target = {"name": before.get("artifact"), "uid": before.get("artifactUid"), "collection": None,
+                      "version": None}
+    obj = k.merge_patch(kind, name, {"spec": {"artifactRef": target}})
+    what = f"version {target['version']} of {target['collection']}" if target["collection"] else \
+        f"artifact {target['name']}"
+    _done(obj, kind, "rolled back", args.output, f" to {what} (kubectl kiln history deployment {name})")
+    return 0
 
 
 def _short_digest(digest: str | None) -> str:
@@ -361,7 +394,7 @@ def _history(k: Kube, args: argparse.Namespace) -> int:
         return "-" if value is None or value == "" else str(value)
 
     rows = [[cell(h.get("time")), cell(h.get("generation")), cell(h.get("action")), cell(h.get("actor")),
-             cell(h.get("artifact")), _short_digest(h.get("digest")), cell(h.get("replicas")),
+             cell(h.get("artifact")), cell(h.get("version")), _short_digest(h.get("digest")), cell(h.get("replicas")),
              cell(h.get("importance")), cell(h.get("message"))] for h in entries]
     print(_table(HISTORY_COLUMNS, rows))
     return 0
@@ -1220,6 +1253,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         p.add_argument("--deletion", action="store_true", help="decide the Deployment's deletion, not a change")
         p.add_argument("--generation", type=int, metavar="G",
                        help="the generation decided (default: the Deployment's current metadata.generation)")
+    p = verb("rollback", "switch a governed Deployment back to the Artifact it ran before the current one, or to "
+                         "--to-version N of its collection (deployment NAME); approvals apply as to any switch",
+             f"kubectl patch deployment.{GROUP} NAME --type merge -p "
+             "'{\"spec\":{\"artifactRef\":{\"name\":null,\"collection\":\"C\",\"version\":N}}}'\n"
+             "  (or {\"name\":\"ARTIFACT\",\"uid\":\"UID\"} from kubectl kiln history deployment NAME)",
+             _rollback, "deployment")
+    p.add_argument("--to-version", type=int, metavar="N", help="the version of its collection to run")
     verb("history", "a governed Deployment's audit trail (status.history) as a table (deployment NAME)",
          f"kubectl get deployment.{GROUP} NAME -o jsonpath='{{range .status.history[*]}}{{.time}} {{.action}} "
          "by {.actor}: {.message}{\"\\n\"}{end}'", _history, "deployment", output=("json", "yaml"))

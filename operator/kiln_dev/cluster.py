@@ -270,7 +270,8 @@ def up(paths: Paths | None = None, timeout: float = 120.0, real_node: bool = Tru
             netns_dir = node.netns_dir_state()
             net = node.claim_slot()
             state["node"] = {"slot": net.slot, "name": node.NODE_NAME, "netnsDir": netns_dir,
-                             "registry": f"{HOST}:{net.registry_host_port}", "serviceCIDR": net.service_cidr,
+                             "registry": f"{HOST}:{net.registry_host_port}",
+                             "registryForPods": f"{net.node_ip}:{node.REGISTRY_PORT}", "serviceCIDR": net.service_cidr,
                              "podCIDR": net.pod_cidr}
         else:
             state["node"] = {"unavailable": reason}

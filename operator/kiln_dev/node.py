@@ -14,7 +14,8 @@ reaches the host and ``kiln cluster down`` leaves nothing behind:
 
 The node reaches the API server and the image registry, which listen on the host's 127.0.0.1 only,
 through two unix sockets (a ``socat`` pair each): inside the node they answer on 127.0.0.1:6443 (and on
-the node's address, the endpoint of the ``kubernetes`` Service) and on 127.0.0.1:5001.
+the node's address, the endpoint of the ``kubernetes`` Service) and on port 5001 (127.0.0.1 for
+containerd, the node's address for pods).
 
 Addresses come from 198.18.0.0/15 (reserved for benchmarking, never routed), one /20 of Services and
 one /20 of pods per slot, so that several local clusters (a developer's, a test's private one) can
@@ -408,8 +409,10 @@ def write_config(layout: Layout, net: Network, *, bindir: Path, ca: Path, kubeco
     plan = {"processes": [
         {"name": "relay-apiserver", "argv": [
             relay, f"TCP-LISTEN:{APISERVER_PORT},fork,reuseaddr", f"UNIX-CONNECT:{layout.apiserver_socket}"]},
+        # On every address of the node: containerd pulls at 127.0.0.1:5001, and pods (an operator installed
+        # with the chart resolving image digests) reach it at the node's address.
         {"name": "relay-registry", "argv": [
-            relay, f"TCP-LISTEN:{REGISTRY_PORT},bind=127.0.0.1,fork,reuseaddr",
+            relay, f"TCP-LISTEN:{REGISTRY_PORT},fork,reuseaddr",
             f"UNIX-CONNECT:{layout.registry_socket}"]},
         {"name": "containerd", "argv": ["containerd", "--config", str(layout.containerd_config)],
          "ready": str(layout.containerd_socket)},

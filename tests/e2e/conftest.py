@@ -19,7 +19,7 @@ import pytest
 
 from kiln_dev import cluster, images
 from tests.conftest import make_namespace
-from tests.kube import Kube
+from tests.kube import FAKE_REGISTRIES, Kube
 
 
 def _missing(reason: str) -> None:
@@ -101,6 +101,12 @@ def install_chart(kube: Kube, operator: Any, image: str, helm_home: Path, releas
     kube.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted",
                  "pod-security.kubernetes.io/enforce-version=latest")
     repo, tag = image.rsplit(":", 1)
+    # Its webhooks resolve image digests: the local registry at the node's address (as pods reach it), the
+    # tests' made-up registries not at all.
+    pods_registry = (cluster.read_state() or {})["node"]["registryForPods"]
     helm.run("install", release, str(CHART), "--namespace", ns, "--skip-crds", "--set", f"image.repository={repo}",
-             "--set", f"image.tag={tag}", "--set", f"rbac.personas.prefix={personas}", "--wait", "--timeout", timeout)
+             "--set", f"image.tag={tag}", "--set", f"rbac.personas.prefix={personas}",
+             "--set-json", f"registration.skipDigestResolution={json.dumps(FAKE_REGISTRIES.split(','))}",
+             "--set-json", "registration.registryMirrors=" + json.dumps({"127.0.0.1:5001": f"http://{pods_registry}"}),
+             "--wait", "--timeout", timeout)
     return helm, ns

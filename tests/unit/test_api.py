@@ -123,8 +123,8 @@ def test_invalid_artifact_specs(spec: dict[str, Any], fragment: str) -> None:
 
 
 def test_locked_fields() -> None:
-    assert ArtifactSpec.locked_fields() == ["containers"]
-    assert ArtifactSpec.locked_aliases() == ["containers"]
+    assert ArtifactSpec.locked_fields() == ["collection", "containers", "image_pull_secrets"]
+    assert ArtifactSpec.locked_aliases() == ["collection", "containers", "imagePullSecrets"]
     assert {"display_name", "description", "lifecycle"} == api.ARTIFACT_UNLOCKED_FIELDS
 
 

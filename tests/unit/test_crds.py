@@ -288,12 +288,14 @@ def test_artifact_lock_rule_messages() -> None:
         "spec.containers[].readinessProbe, spec.containers[].livenessProbe, spec.containers[].startupProbe"
         + WHY_MANY,
         "spec.containers[].workingDir" + WHY,
-        "spec.containers[].imagePullPolicy, spec.containers[].envFrom" + WHY_MANY,
+        "spec.containers[].imagePullPolicy, spec.containers[].envFrom, spec.collection, spec.imagePullSecrets"
+        + WHY_MANY,
     ]
     for rule in artifact_rules()[1:]:
         assert rule["rule"].startswith(REGISTERED_GUARD), rule["message"]
         assert rule["rule"].count("(") == rule["rule"].count(")"), rule["message"]
-        assert rule["fieldPath"] == ".containers"
+        # The backstop names spec fields too: its message says which.
+        assert rule.get("fieldPath", ".containers") == ".containers"
         assert rule["reason"] == "FieldValueForbidden"
         assert "\n" not in rule["message"]
         expr = rule["messageExpression"]
@@ -324,7 +326,7 @@ def test_artifact_lock_rules_cover_every_locked_field_once() -> None:
     assert backstop == ["imagePullPolicy", "envFrom"]
     assert sorted([*grouped, *backstop, "name"]) == sorted(container_schema()["properties"])
     assert len(set(grouped)) == len(grouped)
-    assert crds.backstop_spec_fields() == []  # containers is the only locked spec field today
+    assert crds.backstop_spec_fields() == ["collection", "imagePullSecrets"]
     rules = artifact_rules()[1:]
     for field in container_schema()["properties"]:
         if field == "name":
@@ -429,13 +431,18 @@ def test_deployment_schema() -> None:
         "action",
         "artifact",
         "artifactUid",
+        "version",
+        "fromVersion",
         "importance",
         "generation",
         "digest",
         "replicas",
         "message",
     }
-    assert set(status["artifact"]["properties"]) == {"name", "uid", "specDigest"}
+    assert set(status["artifact"]["properties"]) == {"name", "uid", "collection", "version", "specDigest"}
+    assert props["revisionHistoryLimit"]["default"] == 10
+    assert props["artifactRef"]["x-kubernetes-validations"] == [
+        {"rule": "has(self.name) != (has(self.collection) && has(self.version))", "message": api.ARTIFACT_REF_MESSAGE}]
 
 
 def test_status_schemas() -> None:
@@ -509,6 +516,7 @@ def test_printer_columns() -> None:
     art = columns("Artifact")
     assert art["Display"]["jsonPath"] == ".spec.displayName"
     assert art["Lifecycle"]["jsonPath"] == ".spec.lifecycle"
+    assert (art["Collection"]["jsonPath"], art["Version"]["jsonPath"]) == (".spec.collection", ".status.version")
     assert (art["Digest"]["jsonPath"], art["Digest"]["priority"]) == (".status.specDigest", 1)
     assert art["Ready"]["jsonPath"] == ready
     wl = columns("Workload")
@@ -518,7 +526,8 @@ def test_printer_columns() -> None:
     assert wl["Replicas"]["jsonPath"] == ".spec.replicas"
     assert wl["Ready-Replicas"]["jsonPath"] == ".status.readyReplicas"
     dep = columns("Deployment")
-    assert dep["Artifact"]["jsonPath"] == ".spec.artifactRef.name"
+    assert dep["Artifact"]["jsonPath"] == ".status.artifact.name"  # what production runs, named either way
+    assert dep["Version"]["jsonPath"] == ".status.artifact.version"
     assert dep["Importance"]["jsonPath"] == ".spec.importance"
     assert dep["Ready"]["jsonPath"] == ready
     assert dep["Digest"]["priority"] == 1

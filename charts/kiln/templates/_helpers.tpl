@@ -175,4 +175,20 @@ namespace with watchNamespaces.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "create", "patch", "delete"]
+{{- if .Values.registration.readImagePullSecrets }}
+# Registration resolves image digests with the image pull secrets an Artifact names; the webhook
+# first checks (SubjectAccessReview) that whoever registers may read them.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 {{- end }}
+{{- end }}
+
+{{/* registration.registryMirrors as KILN_REGISTRY_MIRRORS: registry=url,registry=url (sorted) */}}
+{{- define "kiln.mirrors" -}}
+{{- $out := list -}}
+{{- range $registry, $url := . -}}
+{{- $out = append $out (printf "%s=%s" $registry $url) -}}
+{{- end -}}
+{{- join "," $out -}}
+{{- end -}}

@@ -10,6 +10,7 @@ from typing import Any
 from kiln.api.models import COMPARED_RESOURCES, PORT_NAMES_MESSAGE, REQUESTS_WITHIN_LIMITS
 from kiln.names import (
     A_CHANGED_BY,
+    A_IMAGES,
     A_REGISTERED_AT,
     A_REGISTERED_BY,
     APPROVAL_POLICIES,
@@ -17,6 +18,8 @@ from kiln.names import (
     ARTIFACTS,
     DEPLOYMENTS,
     GROUP,
+    L_COLLECTION,
+    L_VERSION,
     MANAGED_BY,
     VERB_APPROVE,
     VERB_RECONCILE,
@@ -27,6 +30,7 @@ from kiln.names import (
 
 Body = dict[str, Any]
 TIMEOUT_SECONDS = 5
+REGISTRATION_TIMEOUT_SECONDS = 15  # registries answer within the resolver's budget (KILN_DIGEST_TIMEOUT)
 # handler id -> (resource plural, operations). The ids are the webhook paths: keep them stable.
 # The CRD's schema and CEL rules run before any validating webhook and check every create and every
 # Draft edit completely: a webhook call there would only add latency. So Workloads have no webhook,
@@ -78,7 +82,8 @@ NOT_THE_OPERATOR = {"name": "not-the-operator", "expression": (
 REFERENCES = {
     "check-artifact-references": [SPEC_CHANGED[0], NOT_THE_OPERATOR, {
         "name": "reads-secrets-or-configmaps",
-        "expression": f"has(object.spec.containers) && {_reads('object.spec.containers')}"}],
+        "expression": (f"has(object.spec.imagePullSecrets) || (has(object.spec.containers)"
+                       f" && {_reads('object.spec.containers')})")}],
     "check-workload-references": [SPEC_CHANGED[0], NOT_THE_OPERATOR, {
         "name": "names-an-artifact-or-reads-secrets-or-configmaps",
         "expression": (
@@ -89,21 +94,34 @@ REFERENCES = {
 }
 
 
-def _annotation(obj: str, key: str) -> str:
-    return (f"(has({obj}.metadata.annotations) && '{key}' in {obj}.metadata.annotations"
-            f" ? {obj}.metadata.annotations['{key}'] : '')")
+def _annotation(obj: str, key: str, of: str = "annotations") -> str:
+    return (f"(has({obj}.metadata.{of}) && '{key}' in {obj}.metadata.{of}"
+            f" ? {obj}.metadata.{of}['{key}'] : '')")
+
+
+def _collection(obj: str) -> str:
+    return f"(has({obj}.spec.collection) ? {obj}.spec.collection : '')"
+
+
+def _changed(new: str, old: str) -> str:
+    """CEL: a value of the object differs from the old object's ('' when there is no old object)."""
+    return f"{new} != (oldObject == null ? '' : {old})"
 
 
 # The registration recorder is the one webhook that must run (failurePolicy: Fail): it alone knows
-# who registered an artifact. These conditions keep it to the requests that register an artifact or
-# touch its registration annotations, so everything else goes on while the operator is down.
+# who registered an artifact, its images' digests and its version. These conditions keep it to the
+# requests that register an artifact, set its collection or touch what it records (annotations,
+# labels), so everything else goes on while the operator is down.
 REGISTRATION_MATCH = [
     {"name": "registers-or-touches-registration",
      "expression": (
          "(has(object.spec.lifecycle) && object.spec.lifecycle == 'Registered'"
          " && (oldObject == null || !has(oldObject.spec.lifecycle) || oldObject.spec.lifecycle != 'Registered'))"
-         + "".join(f" || {_annotation('object', k)} != (oldObject == null ? '' : {_annotation('oldObject', k)})"
-                   for k in (A_REGISTERED_BY, A_REGISTERED_AT)))},
+         + f" || {_changed(_collection('object'), _collection('oldObject'))}"
+         + "".join(f" || {_changed(_annotation('object', k), _annotation('oldObject', k))}"
+                   for k in (A_REGISTERED_BY, A_REGISTERED_AT, A_IMAGES))
+         + "".join(f" || {_changed(_annotation('object', k, 'labels'), _annotation('oldObject', k, 'labels'))}"
+                   for k in (L_COLLECTION, L_VERSION)))},
 ]
 # Auditing a Deployment: spec changes, and any attempt to rewrite the audit record.
 AUDIT_MATCH = [
@@ -155,7 +173,11 @@ def webhook_configurations(client_config: Body, name: str) -> tuple[Body, Body]:
     mutating = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
                 "metadata": meta, "webhooks": _webhooks(MUTATING_WEBHOOKS, client_config, failurePolicy="Fail",
                                                         matchConditions=REGISTRATION_MATCH,
-                                                        reinvocationPolicy="Never")
+                                                        reinvocationPolicy="Never",
+                                                        # It takes a version number, except on a dry run,
+                                                        # and asks registries for digests.
+                                                        sideEffects="NoneOnDryRun",
+                                                        timeoutSeconds=REGISTRATION_TIMEOUT_SECONDS)
                 + _webhooks(GOVERNANCE_MUTATING, client_config, failurePolicy="Fail", matchConditions=AUDIT_MATCH,
                             reinvocationPolicy="Never")}
     return validating, mutating

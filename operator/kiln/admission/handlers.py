@@ -37,11 +37,14 @@ from kiln.api.models import (
 from kiln.controllers.conditions import now
 from kiln.names import (
     A_CHANGED_BY,
+    A_IMAGES,
     A_REGISTERED_AT,
     A_REGISTERED_BY,
     ARTIFACTS,
     DEPLOYMENTS,
     GROUP,
+    L_COLLECTION,
+    L_VERSION,
     VERB_APPROVE,
     VERB_REGISTER,
     WORKLOADS,
@@ -72,6 +75,7 @@ class Review:
     username: str
     user: Body  # the request's userInfo: username, uid, groups, extra
     kind: str = ""
+    dry_run: bool = False
 
     @classmethod
     def of(cls, request: Body) -> Review:
@@ -80,7 +84,7 @@ class Review:
         return cls(operation=request["operation"], name=request.get("name") or obj["metadata"].get("name", ""),
                    namespace=request.get("namespace") or "", obj=obj, old=request.get("oldObject"),
                    username=str(user.get("username") or "unknown"), user=user,
-                   kind=str((request.get("kind") or {}).get("kind") or ""))
+                   kind=str((request.get("kind") or {}).get("kind") or ""), dry_run=bool(request.get("dryRun")))
 
     @property
     def spec(self) -> Body:
@@ -91,14 +95,21 @@ class Review:
         return dict((self.old or {}).get("spec") or {})
 
     def annotations(self, old: bool = False) -> Body:
-        return dict((((self.old or {}) if old else self.obj).get("metadata") or {}).get("annotations") or {})
+        return self._meta("annotations", old)
+
+    def labels(self, old: bool = False) -> Body:
+        return self._meta("labels", old)
+
+    def _meta(self, key: str, old: bool) -> Body:
+        return dict((((self.old or {}) if old else self.obj).get("metadata") or {}).get(key) or {})
 
     @property
     def spec_changed(self) -> bool:
         return self.operation == "CREATE" or self.old_spec != self.spec
 
 
-# A mutating handler returns the changes to make: {"annotations": {key: value or None}, "spec": {...}}.
+# A mutating handler returns the changes to make: {"annotations": {key: value or None}, "labels": {...},
+# "spec": {...}}.
 Changes = dict[str, dict[str, Any]]
 
 
@@ -127,10 +138,17 @@ def _get(model: type[M], plural: str, namespace: str, name: str) -> M | None:
         return None
 
 
+def _runs(deployment: Body, name: str, labels: Body) -> bool:
+    """Whether a Deployment's spec names this Artifact: by name, or by its collection and version."""
+    ref = (deployment.get("spec") or {}).get("artifactRef") or {}
+    return ref.get("name") == name or (bool(ref.get("collection")) and ref.get("collection") == labels.get(L_COLLECTION)
+                                       and str(ref.get("version")) == labels.get(L_VERSION))
+
+
 def validate_artifact(r: Review) -> None:
     if r.operation == "DELETE":
         users = sorted(d["metadata"]["name"] for d in _kube().list_kiln(DEPLOYMENTS, r.namespace)
-                       if ((d.get("spec") or {}).get("artifactRef") or {}).get("name") == r.name)
+                       if _runs(d, r.name, r.labels()))
         if users:
             raise Denied(f"Artifact {r.name} is in use by Deployment {', '.join(users)} (deployments.kiln.dev): "
                          f"switch or delete {'it' if len(users) == 1 else 'them'} first", code=409)
@@ -154,20 +172,90 @@ def validate_artifact(r: Review) -> None:
                      "instead)")
 
 
+REGISTRATION_RECORD = (A_REGISTERED_BY, A_REGISTERED_AT, A_IMAGES)
+
+
 def record_registration(r: Review) -> Changes:
-    """Record who registered an artifact, and when, from the admission request: never from input.
-    (Mutating webhooks run before the schema's validation: the spec is read as it comes.)"""
+    """Record who registered an artifact and when, the digests its images resolve to, and the version
+    of its collection it becomes, from the admission request and the registries: never from input.
+    Later requests keep the record as it was. (Mutating webhooks run before the schema's validation:
+    the spec is read as it comes.)"""
     registering = (r.spec.get("lifecycle") == Lifecycle.REGISTERED
                    and r.old_spec.get("lifecycle") != Lifecycle.REGISTERED)
-    if registering and not allowed(r, VERB_REGISTER, ARTIFACTS, r.name, GROUP):
-        raise Denied(f"Artifact {r.name}: registering needs the verb {VERB_REGISTER} on artifacts.{GROUP} in "
-                     f"namespace {r.namespace}, which {r.username} does not have (ask for the registrar role)",
-                     code=403)
-    before = r.annotations(old=True)
-    recorded = {A_REGISTERED_BY: r.username, A_REGISTERED_AT: now()} if registering \
-        else {k: before.get(k) for k in (A_REGISTERED_BY, A_REGISTERED_AT)}
-    current = r.annotations()
-    return {"annotations": {k: v for k, v in recorded.items() if current.get(k) != v}}
+    collection = r.spec.get("collection") if isinstance(r.spec.get("collection"), str) else None
+    if registering:
+        if not allowed(r, VERB_REGISTER, ARTIFACTS, r.name, GROUP):
+            raise Denied(f"Artifact {r.name}: registering needs the verb {VERB_REGISTER} on artifacts.{GROUP} in "
+                         f"namespace {r.namespace}, which {r.username} does not have (ask for the registrar role)",
+                         code=403)
+        recorded: dict[str, str | None] = {A_REGISTERED_BY: r.username, A_REGISTERED_AT: now(),
+                                           A_IMAGES: json.dumps(resolve_images(r), separators=(",", ":"))}
+        from kiln.admission import versions
+
+        # Last: a refusal above takes no number.
+        uid = str((r.obj.get("metadata") or {}).get("uid") or "")
+        version = str(versions.next_version(r.namespace, collection, uid, r.dry_run)) if collection else None
+    else:
+        before = r.annotations(old=True)
+        recorded = {k: before.get(k) for k in REGISTRATION_RECORD}
+        was_registered = r.old_spec.get("lifecycle") == Lifecycle.REGISTERED
+        version = r.labels(old=True).get(L_VERSION) if was_registered else None
+    current, labels = r.annotations(), r.labels()
+    wanted = {L_COLLECTION: collection, L_VERSION: version}
+    return {"annotations": {k: v for k, v in recorded.items() if current.get(k) != v},
+            "labels": {k: v for k, v in wanted.items() if labels.get(k) != v}}
+
+
+def _pull_credentials(r: Review) -> dict[str, tuple[str, str]]:
+    """Registry credentials from the image pull secrets the Artifact names, which its author may read."""
+    from kiln import registry
+
+    creds: dict[str, tuple[str, str]] = {}
+    for i, ref in enumerate(r.spec.get("imagePullSecrets") or []):
+        name = str((ref or {}).get("name") or "")
+        field = f"Artifact {r.name}: spec.imagePullSecrets[{i}]"
+        if not allowed(r, "get", "secrets", name):
+            raise Denied(f"{field}: {r.username} may not get Secret {name} in namespace {r.namespace}: name a "
+                         "Secret you may read", code=403)
+        secret = _kube().ignore(404)(_kube().core().read_namespaced_secret)(name, r.namespace)
+        data = (secret.data or {}) if secret is not None else {}
+        raw = data.get(".dockerconfigjson") or data.get(".dockercfg")
+        if raw is None:
+            raise Denied(f"{field}: Secret {name} " + ("not found" if secret is None else
+                         "has no .dockerconfigjson (type kubernetes.io/dockerconfigjson)")
+                         + f" in namespace {r.namespace}")
+        try:
+            creds.update(registry.credentials(base64.b64decode(raw)))
+        except ValueError as e:
+            raise Denied(f"{field}: Secret {name}: {e}") from None
+    return creds
+
+
+def resolve_images(r: Review) -> list[Body]:
+    """Each container's image resolved to its digest in its registry (``kiln.dev/images``); an image that
+    cannot be resolved refuses the registration, unless the operator's policy keeps its tag."""
+    from kiln import registry
+
+    settings, creds, out = registry.Settings.from_env(), _pull_credentials(r), []
+    for i, c in enumerate(r.spec.get("containers") or []):
+        if not isinstance(c, dict):
+            continue
+        name, image = str(c.get("name") or ""), str(c.get("image") or "")
+        entry: Body = {"container": name, "image": image}
+        try:
+            digest = registry.resolve(image, settings, creds)
+            if digest is None:
+                entry["message"] = (f"the tag is kept: Kiln does not resolve images of "
+                                    f"{registry.parse(image).registry} (the operator's registries skipping "
+                                    "digest resolution)")
+            else:
+                entry["digest"] = digest
+        except (registry.ResolutionError, ValueError) as e:
+            if not settings.allow_tags:
+                raise Denied(f"Artifact {r.name}: spec.containers[{i}].image: cannot register: {e}") from None
+            entry["message"] = f"the tag is kept (the operator allows tags where digests cannot be had): {e}"
+        out.append(entry)
+    return out
 
 
 def audit_deployment(r: Review) -> Changes:
@@ -177,7 +265,8 @@ def audit_deployment(r: Review) -> Changes:
     changes: Changes = {"annotations": {A_CHANGED_BY: actor} if r.annotations().get(A_CHANGED_BY) != actor
                         else {}}
     wl_name = (r.spec.get("workloadRef") or {}).get("name")
-    if not (r.spec.get("artifactRef") or {}).get("name") and wl_name:
+    ref = r.spec.get("artifactRef") or {}
+    if not ref.get("name") and not ref.get("collection") and wl_name:
         wl = _get(Workload, WORKLOADS, r.namespace, wl_name)
         if wl is None:
             raise Denied(f"spec.workloadRef: Workload {wl_name} not found in namespace {r.namespace}")
@@ -187,9 +276,14 @@ def audit_deployment(r: Review) -> Changes:
 
 # --- what the pods would read: Secrets and ConfigMaps ---------------------------------------------------
 
-def references(containers: list[Body], at: str) -> dict[tuple[str, str], str]:
-    """The Secrets and ConfigMaps that containers read: (resource, name) -> the first field naming it."""
+def references(containers: list[Body], at: str, pull_secrets: list[Body] | None = None
+               ) -> dict[tuple[str, str], str]:
+    """The Secrets and ConfigMaps that containers read, and the image pull secrets: (resource, name) -> the
+    first field naming it."""
     out: dict[tuple[str, str], str] = {}
+    for i, ref in enumerate(pull_secrets or []):
+        if (ref or {}).get("name"):
+            out.setdefault(("secrets", ref["name"]), f"{at}imagePullSecrets[{i}]")
     for i, c in enumerate(containers):
         for j, e in enumerate(c.get("env") or []):
             for key, resource in (("secretKeyRef", "secrets"), ("configMapKeyRef", "configmaps")):
@@ -206,7 +300,8 @@ def references(containers: list[Body], at: str) -> dict[tuple[str, str], str]:
 
 def artifact_references(artifact: Artifact) -> dict[tuple[str, str], str]:
     """What the pods of an existing Artifact would read (for a Workload or a Deployment that runs it)."""
-    return references([c.to_dict() for c in artifact.spec.containers], f"Artifact {artifact.metadata.name}: spec.")
+    spec = artifact.spec.to_dict()
+    return references(spec["containers"], f"Artifact {artifact.metadata.name}: spec.", spec.get("imagePullSecrets"))
 
 
 def allowed(r: Review, verb: str, resource: str, name: str, group: str = "") -> bool:
@@ -237,8 +332,9 @@ def check_references(r: Review) -> None:
     """Whoever creates or changes an Artifact or a Workload may read every Secret and ConfigMap its
     pods would read: Kiln's pods must not read for users what they could not read themselves."""
     if r.kind == "Artifact":
-        refs = references(list(r.spec.get("containers") or []), "spec.")
-        before = references(list(r.old_spec.get("containers") or []), "spec.") if r.old else None
+        refs = references(list(r.spec.get("containers") or []), "spec.", r.spec.get("imagePullSecrets"))
+        before = references(list(r.old_spec.get("containers") or []), "spec.",
+                            r.old_spec.get("imagePullSecrets")) if r.old else None
         return check_readable(r, f"Artifact {r.name}", refs, before)
     inline = r.spec.get("artifact")
     if inline is not None:
@@ -260,17 +356,21 @@ def validate_deployment(r: Review) -> None:
     if not r.spec_changed:
         return  # metadata, finalizers: never block the operator's own writes
     spec = parsed(DeploymentSpec, r.spec, "Deployment", r.name)
-    if spec.artifact_ref is None:
+    ref = spec.artifact_ref
+    if ref is None:
         raise Denied(f"Deployment {r.name}: spec.artifactRef is required (or a spec.workloadRef to take it from)")
-    art_name = spec.artifact_ref.name
-    artifact = _get(Artifact, ARTIFACTS, r.namespace, art_name)
+    body = _kube().find_artifact(r.namespace, ref.name, ref.collection, ref.version)
+    try:
+        artifact = None if body is None else Artifact.model_validate(body)
+    except pydantic.ValidationError:
+        artifact = None
     if artifact is None:
-        raise Denied(f"Deployment {r.name}: spec.artifactRef: Artifact {art_name} not found "
-                     f"in namespace {r.namespace}")
+        raise Denied(f"Deployment {r.name}: spec.artifactRef: {ref.describe()} not found in namespace {r.namespace}")
+    art_name = artifact.metadata.name
     if not artifact.spec.registered:
         raise Denied(f"Deployment {r.name}: Artifact {art_name} is {Lifecycle.DRAFT}; register it first: "
                      + register_command(art_name))
-    if r.operation == "CREATE" or (r.old_spec.get("artifactRef") or {}).get("name") != art_name:
+    if r.operation == "CREATE" or (r.old_spec.get("artifactRef") or {}) != (r.spec.get("artifactRef") or {}):
         # Production pods read them for whoever puts the Artifact into production.
         check_readable(r, f"Deployment {r.name}", artifact_references(artifact))
 
@@ -342,20 +442,23 @@ HANDLERS: dict[str, Callable[[Review], Changes | None]] = {
 def json_patch(obj: Body, changes: Changes) -> list[Body]:
     """RFC 6902 operations that apply a handler's changes to the object under review."""
     ops: list[Body] = []
-    annotations = (obj.get("metadata") or {}).get("annotations")
-    wanted = dict(changes.get("annotations", {}))
-    if wanted:
-        if annotations is None:
-            ops.append({"op": "add", "path": "/metadata/annotations",
-                        "value": {k: v for k, v in wanted.items() if v is not None}})
-        else:
-            for k, v in wanted.items():
-                path = "/metadata/annotations/" + k.replace("~", "~0").replace("/", "~1")
-                if v is None:
-                    if k in annotations:
-                        ops.append({"op": "remove", "path": path})
-                else:
-                    ops.append({"op": "add", "path": path, "value": v})
+    for key in ("annotations", "labels"):
+        present = (obj.get("metadata") or {}).get(key)
+        wanted = dict(changes.get(key, {}))
+        if not wanted:
+            continue
+        if present is None:
+            value = {k: v for k, v in wanted.items() if v is not None}
+            if value:
+                ops.append({"op": "add", "path": f"/metadata/{key}", "value": value})
+            continue
+        for k, v in wanted.items():
+            path = f"/metadata/{key}/" + k.replace("~", "~0").replace("/", "~1")
+            if v is None:
+                if k in present:
+                    ops.append({"op": "remove", "path": path})
+            else:
+                ops.append({"op": "add", "path": path, "value": v})
     for k, v in changes.get("spec", {}).items():
         ops.append({"op": "add", "path": f"/spec/{k}", "value": v})
     return ops

@@ -424,6 +424,8 @@ _AGE = _col("Age", ".metadata.creationTimestamp", "date")
 ARTIFACT_COLUMNS = [
     _col("Display", ".spec.displayName", description="Display name"),
     _col("Lifecycle", ".spec.lifecycle", description="Draft or Registered"),
+    _col("Collection", ".spec.collection", description="The collection it is a version of"),
+    _col("Version", ".status.version", "integer", description="Its version in the collection (from registration)"),
     _READY,
     _col("Digest", ".status.specDigest", priority=1, description="Digest of the locked spec"),
     _AGE,
@@ -439,7 +441,8 @@ WORKLOAD_COLUMNS = [
     _AGE,
 ]
 DEPLOYMENT_COLUMNS = [
-    _col("Artifact", ".spec.artifactRef.name", description="Registered artifact"),
+    _col("Artifact", ".status.artifact.name", description="The registered Artifact production runs"),
+    _col("Version", ".status.artifact.version", "integer", description="Its version in its collection"),
     _col("Importance", ".spec.importance"),
     _col("Approved", '.status.conditions[?(@.type=="Approved")].status',
          description="Approved condition: the change it runs was approved as its policy asks"),

@@ -62,6 +62,7 @@ WORKLOAD_INLINE_ARTIFACT_MESSAGE = (
     "edit the Artifact named after this Workload instead"
 )
 DEPLOYMENT_REF_MESSAGE = "spec: set artifactRef or workloadRef"
+ARTIFACT_REF_MESSAGE = "spec.artifactRef: set name, or collection and version (not both)"
 
 
 def register_command(artifact: str) -> str:
@@ -107,6 +108,7 @@ MAX_ARGS = 256
 MAX_CONDITIONS = 16
 MAX_HISTORY = 50
 MAX_REPLICAS = 100
+MAX_PULL_SECRETS = 8
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 ShortText = Annotated[str, StringConstraints(max_length=1024)]
@@ -299,6 +301,12 @@ class LocalObjectReference(KilnModel):
 
     name: Name = Field(description="Name of the object.")
     optional: bool | None = Field(None, description="Whether the object may be missing.")
+
+
+class SecretReference(KilnModel):
+    """A Secret in the same namespace."""
+
+    name: Name = Field(description="Name of the Secret.")
 
 
 class EnvFromSource(KilnModel):
@@ -567,6 +575,30 @@ class ArtifactReference(KilnModel):
     )
 
 
+CollectionName = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)]
+
+
+class VersionedArtifactReference(KilnModel):
+    """A governed Deployment's Artifact (same namespace): by name, or by collection and version."""
+
+    RULES: ClassVar = (Rule("has(self.name) != (has(self.collection) && has(self.version))", ARTIFACT_REF_MESSAGE,
+                            lambda m: (m.name is not None) != (m.collection is not None and m.version is not None)),)
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = Field(
+        None, description="Name of the Artifact; or give collection and version."
+    )
+    collection: CollectionName | None = Field(None, description="The Artifact's collection (spec.collection).")
+    version: int | None = Field(None, ge=1, description="The version of the collection (status.version).")
+    uid: Uid | None = Field(
+        None,
+        description="Run only the Artifact object with this uid. A governed Deployment pins the object it "
+        "promoted; when the name is reused by another object (deleted and recreated), naming the new "
+        "object's uid here promotes it.",
+    )
+
+    def describe(self) -> str:
+        return f"Artifact {self.name}" if self.name else f"version {self.version} of collection {self.collection}"
+
+
 class WorkloadReference(KilnModel):
     """A reference to a Workload in the same namespace."""
 
@@ -606,7 +638,17 @@ class ArtifactSpec(KilnModel):
         description="Draft (default; everything editable) or Registered (containers locked). "
         "Draft -> Registered only, never back.",
     )
+    collection: CollectionName | None = Field(
+        None,
+        description="The collection this Artifact is a version of (a DNS label, e.g. scorer): registering "
+        "gives it the collection's next version number (status.version, label kiln.dev/version). Locked once "
+        "Registered.",
+    )
     containers: Containers
+    image_pull_secrets: Annotated[list[SecretReference] | None, _keyed(
+        "name", max_length=MAX_PULL_SECRETS, description=(
+            "Secrets (kubernetes.io/dockerconfigjson) with credentials for the images' registries: the pods "
+            "pull with them, and registration reads them to resolve the images' digests."))] = None
 
     UNLOCKED_FIELDS: ClassVar[frozenset[str]] = ARTIFACT_UNLOCKED_FIELDS
 
@@ -629,6 +671,26 @@ class ArtifactSpec(KilnModel):
         return self.containers[0]
 
 
+class ImageStatus(KilnModel):
+    """A container's image, resolved at registration."""
+
+    container: Annotated[str, StringConstraints(max_length=63)] = Field(description="The container's name.")
+    image: Annotated[str, StringConstraints(max_length=1024)] = Field(description="The image as the spec names it.")
+    digest: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        None, description="sha256: digest of its manifest in the registry at registration; none when the tag is "
+        "kept (a registry Kiln does not resolve, or allowed by the operator's policy).")
+    message: ShortText | None = Field(None, description="Why the tag is kept, when it is.")
+
+    @property
+    def pinned(self) -> str:
+        """The image production runs: by digest when there is one."""
+        if not self.digest:
+            return self.image
+        from kiln.registry import parse
+
+        return parse(self.image).pinned(self.digest)
+
+
 class ArtifactStatus(KilnModel):
     """Observed state of an Artifact."""
 
@@ -642,6 +704,12 @@ class ArtifactStatus(KilnModel):
     registered_by: ShortText | None = Field(
         None, description="The user who registered the Artifact (from the admission request)."
     )
+    collection: CollectionName | None = Field(None, description="Its collection, once Registered.")
+    version: int | None = Field(
+        None, ge=1, description="Its version in the collection, given at registration: 1, 2, 3 ... in the "
+        "namespace, never reused.")
+    images: Annotated[list[ImageStatus] | None, _keyed("container", max_length=MAX_CONTAINERS, description=(
+        "Each container's image as resolved at registration: what governed Deployments run."))] = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -777,9 +845,10 @@ class Importance(StrEnum):
 class DeploymentSpec(KilnModel):
     """Desired state of a Deployment: a governed, production run of a Registered Artifact."""
 
-    artifact_ref: ArtifactReference | None = Field(
+    artifact_ref: VersionedArtifactReference | None = Field(
         None,
-        description="The Registered Artifact to run; filled from workloadRef at admission when omitted.",
+        description="The Registered Artifact to run, by name or by collection and version; filled from "
+        "workloadRef at admission when omitted.",
     )
     workload_ref: WorkloadReference | None = Field(
         None, description="The Workload this Deployment was promoted from (provenance)."
@@ -790,6 +859,11 @@ class DeploymentSpec(KilnModel):
     )
     pod_disruption_budget: PodDisruptionBudgetSpec | None = Field(
         None, description="Create a PodDisruptionBudget for the pods."
+    )
+    revision_history_limit: int = Field(
+        10, ge=0, le=100,
+        description="ReplicaSets of earlier rollouts the apps/v1 Deployment keeps, scaled to zero: a rollback "
+        "to one of them reuses it (default 10).",
     )
 
     @model_validator(mode="after")
@@ -804,8 +878,10 @@ class DeploymentArtifactStatus(KilnModel):
 
     name: Name | None = Field(None, description="Name of the Artifact.")
     uid: Uid | None = Field(None, description="Its uid: the object pinned (a reused name is another object).")
+    collection: CollectionName | None = Field(None, description="Its collection, if it has one.")
+    version: int | None = Field(None, ge=1, description="Its version in the collection.")
     spec_digest: Annotated[str, StringConstraints(max_length=128)] | None = Field(
-        None, description="Digest of the registered spec pinned by the Deployment."
+        None, description="Digest of the registered spec (and its images' digests) pinned by the Deployment."
     )
 
 
@@ -814,6 +890,7 @@ class HistoryAction(StrEnum):
 
     CREATED = "Created"
     ARTIFACT_SWITCHED = "ArtifactSwitched"
+    ROLLED_BACK = "RolledBack"  # switched back to an Artifact it ran before
     SCALED = "Scaled"
     IMPORTANCE_CHANGED = "ImportanceChanged"
     # Governance: a change waiting for approvals, and what became of it.
@@ -824,8 +901,8 @@ class HistoryAction(StrEnum):
 
 
 # The entries that record what production runs (the others record the governance of a change).
-ROLLOUT_ACTIONS = frozenset({HistoryAction.CREATED, HistoryAction.ARTIFACT_SWITCHED, HistoryAction.SCALED,
-                             HistoryAction.IMPORTANCE_CHANGED})
+ROLLOUT_ACTIONS = frozenset({HistoryAction.CREATED, HistoryAction.ARTIFACT_SWITCHED, HistoryAction.ROLLED_BACK,
+                             HistoryAction.SCALED, HistoryAction.IMPORTANCE_CHANGED})
 
 
 class HistoryEntry(KilnModel):
@@ -838,6 +915,8 @@ class HistoryEntry(KilnModel):
     actor: ShortText | None = Field(None, description="Who did it (user name), when known.")
     artifact: Name | None = Field(None, description="The Artifact deployed after the action.")
     artifact_uid: Uid | None = Field(None, description="Its uid.")
+    version: int | None = Field(None, ge=1, description="Its version in its collection.")
+    from_version: int | None = Field(None, ge=1, description="The version deployed before (a switch or a rollback).")
     digest: Annotated[str, StringConstraints(max_length=128)] | None = Field(
         None, description="Its spec digest."
     )

@@ -25,15 +25,20 @@ def plan_status(meta: ObjectMeta, lifecycle: Lifecycle, view: ArtifactView, old:
     registered = view.spec.registered
     # Frozen at registration: the locked spec cannot change afterwards (CEL + webhook).
     keep = registered and old.lifecycle == Lifecycle.REGISTERED and old.spec_digest
-    digest = old.spec_digest if keep else view.digest
+    digest = old.spec_digest if keep else view.registered_digest
     n = len(view.spec.containers)
-    msg = (f"registered: {n} container(s) locked at {(digest or '')[:19]}" if registered
+    pinned = sum(1 for i in view.images or () if i.digest)
+    msg = (f"registered{f' as version {view.version} of {view.collection}' if view.version else ''}: {n} "
+           f"container(s) locked at {(digest or '')[:19]}"
+           + (f", {pinned} of {n} image(s) pinned by digest" if view.images is not None else "") if registered
            else f"draft: {n} container(s), editable")
     return ArtifactStatus(
         observed_generation=gen, lifecycle=view.spec.lifecycle, spec_digest=digest,
         # Recorded by the admission webhook from the request's userInfo; frozen once observed.
         registered_by=(old.registered_by or meta.annotations.get(A_REGISTERED_BY) or "unknown") if registered else None,
         registered_at=(old.registered_at or meta.annotations.get(A_REGISTERED_AT) or at) if registered else None,
+        # Recorded by the admission webhook at registration (labels and an annotation only it writes).
+        collection=view.collection, version=view.version, images=list(view.images) if view.images else None,
         conditions=merge(old.conditions, [condition(READY, True, view.spec.lifecycle.value, msg, gen)],
                          at))
 

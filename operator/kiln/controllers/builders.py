@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kiln.api.models import DEV_SERVICE_SUFFIX, Container, Endpoint, ObjectMeta
@@ -64,13 +64,14 @@ def containers(spec_containers: Sequence[Container]) -> list[Body]:
     return [{**c.to_dict(), "securityContext": copy.deepcopy(CONTAINER_SECURITY)} for c in spec_containers]
 
 
-def pod_spec(spec_containers: Sequence[Container]) -> Body:
+def pod_spec(spec_containers: Sequence[Container], pull_secrets: Sequence[str] = ()) -> Body:
     return {
         "containers": containers(spec_containers),
         "securityContext": copy.deepcopy(POD_SECURITY),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "restartPolicy": "Always",
+        **({"imagePullSecrets": [{"name": s} for s in pull_secrets]} if pull_secrets else {}),
     }
 
 
@@ -95,7 +96,7 @@ def workload_selector(workload: str) -> dict[str, str]:
 
 
 def workload_pod(workload: str, artifact: str, spec_containers: Sequence[Container], digest: str, rev: str,
-                 index: int) -> Body:
+                 index: int, pull_secrets: Sequence[str] = ()) -> Body:
     """One pod of a Workload. Its name is deterministic: the same inputs give the same pod."""
     return {
         "apiVersion": "v1",
@@ -111,7 +112,7 @@ def workload_pod(workload: str, artifact: str, spec_containers: Sequence[Contain
             },
             "annotations": {A_DIGEST: digest},
         },
-        "spec": pod_spec(spec_containers),
+        "spec": pod_spec(spec_containers, pull_secrets),
     }
 
 
@@ -208,12 +209,16 @@ def deployment_pods(name: str, uid: str) -> dict[str, str]:
 
 
 def apps_deployment(name: str, uid: str, artifact: str, spec_containers: Sequence[Container], digest: str,
-                    replicas: int, importance: str) -> Body:
+                    replicas: int, importance: str, images: Mapping[str, str] | None = None,
+                    pull_secrets: Sequence[str] = (), revision_history_limit: int = 10) -> Body:
     """The apps/v1 Deployment that runs a governed Deployment's pinned, registered spec (``uid``: the
-    governed Deployment's)."""
-    pod = pod_spec(spec_containers)
+    governed Deployment's): each container's image as registration resolved it (``images``: container
+    name -> ``repo@sha256:...``), so a tag pushed again later changes nothing here. Earlier rollouts'
+    ReplicaSets are kept (``revision_history_limit``): a rollback to one reuses it."""
+    pod = pod_spec(spec_containers, pull_secrets)
     pod.update(POD_DEFAULTS)
     for c in pod["containers"]:
+        c["image"] = (images or {}).get(c["name"], c["image"])
         for k, v in CONTAINER_DEFAULTS.items():
             c.setdefault(k, v)
         c.setdefault("imagePullPolicy", "Always" if c["image"].endswith(":latest") or ":" not in
@@ -228,7 +233,7 @@ def apps_deployment(name: str, uid: str, artifact: str, spec_containers: Sequenc
             "replicas": replicas,
             "selector": {"matchLabels": deployment_selector(name)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "revisionHistoryLimit": 5,
+            "revisionHistoryLimit": revision_history_limit,
             "progressDeadlineSeconds": 600,
             "template": {"metadata": {"labels": labels, "annotations": {A_DIGEST: digest}}, "spec": pod},
         },

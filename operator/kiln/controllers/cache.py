@@ -16,8 +16,8 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import pydantic
 
 from kiln import names
-from kiln.api.digest import spec_digest
-from kiln.api.models import ArtifactSpec, problems
+from kiln.api.digest import registered_images, spec_digest
+from kiln.api.models import ArtifactSpec, ImageStatus, problems
 
 V = TypeVar("V")
 Body = Mapping[str, Any]
@@ -210,11 +210,20 @@ class ArtifactView:
     """An Artifact's spec, parsed and hashed once per change of it (every Workload running it reads it)."""
 
     spec: ArtifactSpec | None
-    digest: str
+    digest: str  # of the spec: what a Workload's pods run (they run the images by tag)
     problem: str | None  # why the spec is invalid (then spec is None)
     uid: str = ""
     created: str = ""  # creationTimestamp
     created_by_workload: str | None = None  # the annotation of an Artifact made from an inline one
+    # Once Registered, as admission recorded them: its images' digests, and its version.
+    images: tuple[ImageStatus, ...] | None = None
+    collection: str | None = None
+    version: int | None = None
+
+    @property
+    def registered_digest(self) -> str:
+        """What identifies it: the spec's digest, and once Registered, its images' digests too."""
+        return spec_digest(self.spec, self.images) if self.spec is not None and self.images else self.digest
 
 
 def artifact_view(art: Body) -> ArtifactView:
@@ -225,7 +234,13 @@ def artifact_view(art: Body) -> ArtifactView:
         parsed = ArtifactSpec.model_validate(art.get("spec") or {})
     except pydantic.ValidationError as e:
         return ArtifactView(None, "", problems(e), *ident)
-    return ArtifactView(parsed, spec_digest(parsed), None, *ident)
+    if not parsed.registered:
+        return ArtifactView(parsed, spec_digest(parsed), None, *ident)
+    labels, images = meta.get("labels") or {}, registered_images(meta.get("annotations") or {})
+    version = str(labels.get(names.L_VERSION) or "")
+    return ArtifactView(parsed, spec_digest(parsed), None, *ident, images=tuple(images) if images else None,
+                        collection=labels.get(names.L_COLLECTION) if version else None,
+                        version=int(version) if version.isdigit() else None)
 
 
 def _key(obj: Body, of: str) -> Key:

@@ -17,7 +17,6 @@ import pydantic
 from kubernetes.client.exceptions import ApiException
 
 from kiln import kube, tree
-from kiln.api.digest import spec_digest
 from kiln.api.models import (
     MAX_HISTORY,
     ROLLOUT_ACTIONS,
@@ -37,6 +36,7 @@ from kiln.api.models import (
 )
 from kiln.controllers import builders as b
 from kiln.controllers import runtime
+from kiln.controllers.cache import artifact_view
 from kiln.controllers.conditions import APPROVED, AVAILABLE, PROGRESSING, READY, condition, get, merge, now
 from kiln.controllers.governance import approvals_of, gate, policy_of
 from kiln.names import (
@@ -63,6 +63,8 @@ class Plan:
     artifact: str = ""
     uid: str = ""
     digest: str = ""
+    collection: str | None = None
+    version: int | None = None
     replicas: int = 0
     history: list[HistoryEntry] = field(default_factory=list)  # the whole trail, new entries last
     new_entries: list[HistoryEntry] = field(default_factory=list)
@@ -71,29 +73,40 @@ class Plan:
     pdb: Body | None = None
 
 
-def history_entries(dep: Deployment, art_name: str, uid: str, digest: str, replicas: int,
-                    at: str) -> list[HistoryEntry]:
+def _labelled(name: str | None, version: int | None) -> str:
+    return f"{name} (v{version})" if version else str(name)
+
+
+def history_entries(dep: Deployment, art_name: str, uid: str, digest: str, replicas: int, at: str,
+                    version: int | None = None) -> list[HistoryEntry]:
     """What changed since the last rollout on record: creation, an artifact switch (another name, or
-    another object under the same name), a scale, an importance change (pure)."""
+    another object under the same name) or a rollback (to an Artifact it ran before), a scale, an
+    importance change (pure)."""
     rollouts = [h for h in dep.status.history or [] if h.action in ROLLOUT_ACTIONS]
     actor = dep.metadata.annotations.get(A_CHANGED_BY) or "unknown"
     importance = dep.spec.importance
 
-    def entry(action: HistoryAction, message: str) -> HistoryEntry:
+    def entry(action: HistoryAction, message: str, **extra: Any) -> HistoryEntry:
         return HistoryEntry(time=at, actor=actor, artifact=art_name, artifact_uid=uid or None, digest=digest,
-                            replicas=replicas, importance=importance, generation=dep.metadata.generation,
-                            action=action, message=message)
+                            version=version, replicas=replicas, importance=importance,
+                            generation=dep.metadata.generation, action=action, message=message, **extra)
 
     if not rollouts:
-        return [entry(HistoryAction.CREATED, f"created with Artifact {art_name} ({digest[:19]}), {replicas} "
-                                             f"replica(s), importance {importance}")]
+        return [entry(HistoryAction.CREATED, f"created with Artifact {_labelled(art_name, version)} ({digest[:19]}), "
+                                             f"{replicas} replica(s), importance {importance}")]
     last = rollouts[-1]
     out = []
     if last.artifact != art_name or last.digest != digest or last.artifact_uid not in (None, uid):
         earlier = earlier_object(dep, art_name, uid)
-        out.append(entry(HistoryAction.ARTIFACT_SWITCHED, f"Artifact {last.artifact} -> {art_name} ({digest[:19]})"
-                         + (f", a new object under the name of an earlier one (uid {earlier} -> {uid})"
-                            if earlier else "")))
+        switch = f"Artifact {_labelled(last.artifact, last.version)} -> {_labelled(art_name, version)} ({digest[:19]})"
+        ran_before = any(h.digest == digest and h.artifact_uid in (None, uid) and h.artifact == art_name
+                         for h in rollouts[:-1])
+        if ran_before:
+            out.append(entry(HistoryAction.ROLLED_BACK, f"rolled back: {switch}", from_version=last.version))
+        else:
+            out.append(entry(HistoryAction.ARTIFACT_SWITCHED, switch
+                             + (f", a new object under the name of an earlier one (uid {earlier} -> {uid})"
+                                if earlier else ""), from_version=last.version))
     if last.replicas != replicas:
         out.append(entry(HistoryAction.SCALED, f"replicas {last.replicas} -> {replicas}"))
     if last.importance is not None and last.importance != importance:
@@ -123,11 +136,13 @@ def plan(dep: Deployment, art_name: str | None, artifact: Artifact | None, at: s
     if art_name is None:
         return Plan(("WorkloadNotFound", f"Workload {spec.workload_ref.name if spec.workload_ref else ''} not found"))
     if artifact is None:
-        return Plan(("ArtifactNotFound", f"Artifact {art_name} not found in namespace {meta.namespace}"))
+        what = spec.artifact_ref.describe() if spec.artifact_ref else f"Artifact {art_name}"
+        return Plan(("ArtifactNotFound", f"{what} not found in namespace {meta.namespace}"))
     if not artifact.spec.registered:
         return Plan(("ArtifactNotRegistered",
                      f"Artifact {art_name} is {Lifecycle.DRAFT}: register it first ({register_command(art_name)})"))
-    digest, uid = spec_digest(artifact.spec), artifact.metadata.uid
+    view = artifact_view(artifact.to_dict())
+    digest, uid, version = view.registered_digest, artifact.metadata.uid, view.version
     wanted_uid = spec.artifact_ref.uid if spec.artifact_ref else None
     if wanted_uid is not None and wanted_uid != uid:
         return Plan(("ArtifactUidMismatch", f"Artifact {art_name} is the object {uid}, not {wanted_uid} "
@@ -142,14 +157,17 @@ def plan(dep: Deployment, art_name: str | None, artifact: Artifact | None, at: s
             and pinned.spec_digest not in (None, digest):
         return Plan(("DigestMismatch", f"Artifact {art_name} now hashes to {digest[:19]}, "
                                        f"not the pinned {(pinned.spec_digest or '')[:19]}: refusing to roll out"))
-    new_entries = history_entries(dep, art_name, uid, digest, spec.replicas, at)
+    new_entries = history_entries(dep, art_name, uid, digest, spec.replicas, at, version)
     containers = artifact.spec.containers
     pdb = spec.pod_disruption_budget
     return Plan(
-        artifact=art_name, uid=uid, digest=digest, replicas=spec.replicas, new_entries=new_entries,
+        artifact=art_name, uid=uid, digest=digest, collection=view.collection, version=version,
+        replicas=spec.replicas, new_entries=new_entries,
         history=((dep.status.history or []) + new_entries)[-MAX_HISTORY:],
         apps=b.apps_deployment(meta.name, meta.uid, art_name, containers, digest, spec.replicas,
-                               spec.importance.value),
+                               spec.importance.value, images={i.container: i.pinned for i in view.images or ()},
+                               pull_secrets=[s.name for s in artifact.spec.image_pull_secrets or []],
+                               revision_history_limit=spec.revision_history_limit),
         service=b.service(meta.name, art_name, "deployment", b.deployment_pods(meta.name, meta.uid), containers),
         pdb=b.pod_disruption_budget(meta.name, meta.uid, art_name, pdb.min_available) if pdb else None)
 
@@ -207,7 +225,8 @@ def rollout_status(dep: Deployment, todo: Plan, apps: Body | None, at: str,
     return DeploymentStatus(
         observed_generation=dep.metadata.generation, replicas=todo.replicas, ready_replicas=ready,
         endpoints=b.endpoints(todo.service, dep.metadata.namespace),
-        artifact=DeploymentArtifactStatus(name=todo.artifact, uid=todo.uid or None, spec_digest=todo.digest),
+        artifact=DeploymentArtifactStatus(name=todo.artifact, uid=todo.uid or None, collection=todo.collection,
+                                          version=todo.version, spec_digest=todo.digest),
         history=todo.history,
         conditions=merge(dep.status.conditions, with_approved(conditions, dep.status.conditions, approved), at))
 
@@ -283,15 +302,19 @@ def reconcile(rt: runtime.Runtime, namespace: str, name: str, logger: kopf.Logge
 
 def _artifact_of(dep: Deployment) -> tuple[str | None, Artifact | None]:
     """The Artifact a Deployment names, and the Artifact itself (None when either is missing)."""
-    ns = dep.metadata.namespace
-    if dep.spec.artifact_ref is not None:
-        art_name = dep.spec.artifact_ref.name
-    else:  # workloadRef alone, admitted while the webhook was unavailable
-        wl = kube.get_kiln(WORKLOADS, ns, dep.spec.workload_ref.name if dep.spec.workload_ref else "")
-        if wl is None:
-            return None, None
-        art_name = Workload.model_validate(wl).artifact_name
-    body = kube.get_kiln(ARTIFACTS, ns, art_name)
+    ns, ref = dep.metadata.namespace, dep.spec.artifact_ref
+    if ref is not None and ref.name is None:  # by collection and version
+        body = kube.find_artifact(ns, None, ref.collection, ref.version)
+        art_name = body["metadata"]["name"] if body is not None else ref.describe()
+    else:
+        if ref is not None and ref.name is not None:
+            art_name = ref.name
+        else:  # workloadRef alone, admitted while the webhook was unavailable
+            wl = kube.get_kiln(WORKLOADS, ns, dep.spec.workload_ref.name if dep.spec.workload_ref else "")
+            if wl is None:
+                return None, None
+            art_name = Workload.model_validate(wl).artifact_name
+        body = kube.get_kiln(ARTIFACTS, ns, art_name)
     try:
         return art_name, None if body is None else Artifact.model_validate(body)
     except pydantic.ValidationError:

@@ -47,7 +47,7 @@ def triggers(entries: list[HistoryEntry]) -> set[Trigger]:
     for e in entries:
         if e.action == HistoryAction.CREATED:
             out.add(Trigger.CREATE)
-        elif e.action == HistoryAction.ARTIFACT_SWITCHED:
+        elif e.action in (HistoryAction.ARTIFACT_SWITCHED, HistoryAction.ROLLED_BACK):
             out.add(Trigger.ARTIFACT_SWITCH)
         elif e.action == HistoryAction.IMPORTANCE_CHANGED:
             out.add(Trigger.IMPORTANCE_CHANGE)

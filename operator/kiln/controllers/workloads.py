@@ -126,7 +126,8 @@ def plan(wl: models.Workload, art: ArtifactView | None, pods: list[PodView], *, 
             continue
         if pod_name not in current or current[pod_name] in failed:
             pod = (b.pod_like(hold.template, pod_name, i) if hold else
-                   b.workload_pod(meta.name, art_name, art.spec.containers, art.digest, rev, i))
+                   b.workload_pod(meta.name, art_name, art.spec.containers, art.digest, rev, i,
+                                  [s.name for s in art.spec.image_pull_secrets or []]))
             pod["metadata"]["ownerReferences"] = [owner]
             out.create.append(pod)
     if out.create and not old.observed_generation:  # the CRD defaults it to 0: a first visit
