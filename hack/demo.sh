@@ -95,11 +95,12 @@ kk start workload my-app -n "$NS"
 wait_for workload.kiln.dev/my-app '{.status.state}' Running
 pods
 
-say "Step 3: register the artifact: its spec is locked (digest, who and when are recorded)"
+say "Step 3: register the artifact: its spec is locked (version, image digest, who and when are recorded)"
 kk register artifact my-app -n "$NS"
 wait_for artifact.kiln.dev/my-app '{.status.lifecycle}' Registered
 k get artifact.kiln.dev my-app -n "$NS" \
-  -o custom-columns=NAME:.metadata.name,LIFECYCLE:.status.lifecycle,DIGEST:.status.specDigest,BY:.status.registeredBy,AT:.status.registeredAt
+  -o custom-columns=NAME:.metadata.name,LIFECYCLE:.status.lifecycle,COLLECTION:.status.collection,VERSION:.status.version,BY:.status.registeredBy,AT:.status.registeredAt
+k get artifact.kiln.dev my-app -n "$NS" -o jsonpath='{range .status.images[*]}{.container}: {.image} -> {.digest}{"\n"}{end}{"spec digest: "}{.status.specDigest}{"\n"}'
 echo "\$ kubectl replace -f examples/03-artifact-my-app-v3.yaml   # must be rejected"
 if kubectl --kubeconfig="$KUBECONFIG" replace -n "$NS" -f examples/03-artifact-my-app-v3.yaml; then
   echo "ERROR: a registered artifact was changed"; exit 1
@@ -119,6 +120,33 @@ wait_for deployment.kiln.dev/my-app '{.status.conditions[?(@.type=="Ready")].sta
 k get deployments.kiln.dev,deployments.apps,services,poddisruptionbudgets -n "$NS"
 kk history deployment my-app -n "$NS"
 kk get my-app -n "$NS"
+echo "Production runs the image by the digest its registration resolved (the tag may move; production does not):"
+k get pods -n "$NS" -l kiln.dev/deployment=my-app -o custom-columns=POD:.metadata.name,IMAGE:.spec.containers[0].image
+image=$(kc get pods -n "$NS" -l kiln.dev/deployment=my-app -o jsonpath='{.items[0].spec.containers[0].image}')
+[[ "$image" == *@sha256:* ]] || { echo "ERROR: production runs $image, not a digest"; exit 1; }
+[ "$real" = 1 ] && predict my-app v2
+
+say "Step 5: the next version: a new Artifact of the collection my-app, registered (version 2); production switches to it"
+k apply -n "$NS" -f examples/05-artifact-my-app-2.yaml
+wait_for artifact.kiln.dev/my-app-2 '{.status.version}' 2
+k get artifacts.kiln.dev -n "$NS" -l kiln.dev/collection=my-app
+k patch deployment.kiln.dev my-app -n "$NS" --type merge -p '{"spec":{"artifactRef":{"name":null,"collection":"my-app","version":2}}}'
+wait_for deployment.kiln.dev/my-app '{.status.conditions[?(@.type=="Approved")].reason}' AwaitingApproval
+kk approve deployment my-app -n "$NS" --as alice --comment "v3 beats v2 offline"
+wait_for deployment.kiln.dev/my-app '{.status.artifact.version}' 2
+wait_for deployment.kiln.dev/my-app '{.status.conditions[?(@.type=="Ready")].status}' True
+k get deployment.kiln.dev my-app -n "$NS"
+[ "$real" = 1 ] && predict my-app v3
+
+say "Step 6: roll back to the version before (the plugin patches spec.artifactRef; approved like any switch)"
+kk rollback deployment my-app -n "$NS"
+wait_for deployment.kiln.dev/my-app '{.status.conditions[?(@.type=="Approved")].reason}' AwaitingApproval
+kk approve deployment my-app -n "$NS" --as alice --comment "v3 misbehaves online: back to v2"
+wait_for deployment.kiln.dev/my-app '{.status.artifact.version}' 1
+wait_for deployment.kiln.dev/my-app '{.status.conditions[?(@.type=="Ready")].status}' True
+k get deployment.kiln.dev my-app -n "$NS"
+kk history deployment my-app -n "$NS"
+k get replicasets -n "$NS" -l kiln.dev/deployment=my-app
 
 say "Summary"
 k get kiln -n "$NS"
@@ -126,7 +154,7 @@ echo
 k get events -n "$NS" --field-selector involvedObject.apiVersion=kiln.dev/v1alpha1 \
   --sort-by=.lastTimestamp -o custom-columns=KIND:.involvedObject.kind,REASON:.reason,MESSAGE:.message
 if [ "$real" = 1 ]; then
-  say "Production: the promoted model answers through the governed Deployment's Service my-app"
+  say "Production: the model it was rolled back to answers through the governed Deployment's Service my-app"
   predict my-app v2
   kk call deployment my-app -n "$NS" --path /predict --data '{"features": [1, 2, 3]}'
 fi

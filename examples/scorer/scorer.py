@@ -17,7 +17,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 VERSION = os.environ.get("SCORER_VERSION", "v1")
-WEIGHTS = {"v1": 0.5, "v2": 2.0}
+WEIGHTS = {"v1": 0.5, "v2": 2.0, "v3": 3.0}
 LOAD_SECONDS = float(os.environ.get("SCORER_LOAD_SECONDS", "0"))
 loaded = threading.Event()
 

@@ -94,17 +94,22 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _local_registry_mirror() -> None:
-    """With the local cluster's registry running, images named as its pods see them (127.0.0.1:5001/...)
-    are resolved at the port it has on this host (KILN_REGISTRY_MIRRORS, unless set)."""
-    if "KILN_REGISTRY_MIRRORS" in os.environ:
-        return
+    """Against the local cluster, images named as its pods see its registry (127.0.0.1:5001/...) are
+    resolved at the port the registry has on this host (KILN_REGISTRY_MIRRORS, unless set); without a
+    registry (no real node), they keep their tags (KILN_DIGEST_SKIP_REGISTRIES)."""
     try:
         from kiln_dev import cluster, node
     except ImportError:  # the operator's image: no development tools
         return
-    registry = ((cluster.read_state() or {}).get("node") or {}).get("registry")
+    st = cluster.read_state()
+    if st is None:
+        return
+    local, registry = f"127.0.0.1:{node.REGISTRY_PORT}", (st.get("node") or {}).get("registry")
     if registry:
-        os.environ["KILN_REGISTRY_MIRRORS"] = f"127.0.0.1:{node.REGISTRY_PORT}=http://{registry}"
+        os.environ.setdefault("KILN_REGISTRY_MIRRORS", f"{local}=http://{registry}")
+    else:
+        skipped = os.environ.get("KILN_DIGEST_SKIP_REGISTRIES", "")
+        os.environ["KILN_DIGEST_SKIP_REGISTRIES"] = ",".join(filter(None, (skipped, local)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -351,15 +351,15 @@ def _rollback(k: Kube, args: argparse.Namespace) -> int:
     collection = ref.get("collection") or running.get("collection")
     if args.to_version is not None:
         if not collection:
-            return _fail(f"deployment.{GROUP}/{name} runs Artifact {running.get('name')}, which has no collection: "
-                         "--to-version needs one")
+            return _fail(f"error: deployment.{GROUP}/{name} runs Artifact {running.get('name')}, which has no "
+                         "collection: --to-version needs one")
         target: Obj = {"name": None, "uid": None, "collection": collection, "version": args.to_version}
     else:
         history = [h for h in (dep.get("status") or {}).get("history") or [] if h.get("action") in ROLLOUTS]
         before = next((h for h in reversed(history) if h.get("artifactUid") != running.get("uid")
                        or h.get("digest") != running.get("specDigest")), None)
         if before is None:
-            return _fail(f"deployment.{GROUP}/{name} has run no other Artifact: nothing to roll back to")
+            return _fail(f"error: deployment.{GROUP}/{name} has run no other Artifact: nothing to roll back to")
         if ref.get("collection") and before.get("version"):
             target = {"name": None, "uid": before.get("artifactUid"), "collection": ref["collection"],
                       "version": before["version"]}

@@ -7,7 +7,7 @@ content, and pushed to the local cluster's registry.
 - ``pause``: the pod sandbox's image, the ``pause`` binary that ``hack/build-control-plane.sh``
   compiles from Kubernetes' source.
 - ``operator``: the project's ``Dockerfile``.
-- ``scorer``: the tutorial's model server (``examples/scorer``), in two versions, ``v1`` and ``v2``.
+- ``scorer``: the tutorial's model server (``examples/scorer``), in three versions, ``v1``, ``v2`` and ``v3``.
 
 Each image is tagged in buildah's storage (``$KILN_CACHE/images``) with a key computed from its
 inputs: files, build arguments and base; an image whose key is there already is not built again.
@@ -78,7 +78,9 @@ SCORER_V1 = Image("scorer", tags=("v1",), dockerfile="examples/scorer/Dockerfile
                   inputs=("examples/scorer",), build_args=(("VERSION", "v1"),))
 SCORER_V2 = Image("scorer", tags=("v2",), dockerfile="examples/scorer/Dockerfile", context="examples/scorer",
                   inputs=("examples/scorer",), build_args=(("VERSION", "v2"),))
-IMAGES = (PAUSE, OPERATOR, SCORER_V1, SCORER_V2)
+SCORER_V3 = Image("scorer", tags=("v3",), dockerfile="examples/scorer/Dockerfile", context="examples/scorer",
+                  inputs=("examples/scorer",), build_args=(("VERSION", "v3"),))
+IMAGES = (PAUSE, OPERATOR, SCORER_V1, SCORER_V2, SCORER_V3)
 
 
 def _files(path: Path) -> list[Path]:

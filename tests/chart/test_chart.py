@@ -241,7 +241,35 @@ def test_cluster_role_is_least_privilege(helm: Helm) -> None:
     assert _rules(role) == EXPECTED_RULES
     _bound(objs, "ClusterRole", f"{NS}-kiln")
     assert one(objs, "ServiceAccount", "kiln")["metadata"]["namespace"] == NS
-    assert [o["metadata"]["name"] for o in objs if o["kind"] == "Role"] == ["kiln-leader-election"]
+    assert sorted(o["metadata"]["name"] for o in objs if o["kind"] == "Role") == ["kiln-leader-election",
+                                                                                 "kiln-versions"]
+
+
+def test_version_counters_role_is_configmaps_in_the_release_namespace(helm: Helm) -> None:
+    objs = helm.objects()
+    role = one(objs, "Role", "kiln-versions")
+    assert role["metadata"]["namespace"] == NS
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]}]
+    _bound(objs, "Role", "kiln-versions", NS)
+    assert not [o for o in helm.objects("--set", "webhooks.enabled=false") if o["kind"] == "Role"
+                and o["metadata"]["name"] == "kiln-versions"]
+
+
+def test_secrets_only_when_asked_to_read_image_pull_secrets(helm: Helm) -> None:
+    assert ("", "secrets") not in _rules(one(helm.objects(), "ClusterRole", f"{NS}-kiln"))
+    role = one(helm.objects("--set", "registration.readImagePullSecrets=true"), "ClusterRole", f"{NS}-kiln")
+    assert _rules(role)[("", "secrets")] == {"get"}
+
+
+def test_registration_settings_reach_the_operator(helm: Helm) -> None:
+    env = {e["name"]: e.get("value") for e in container(helm.objects(
+        "--set-json", 'registration.skipDigestResolution=["kind.local","ko.local"]',
+        "--set-json", 'registration.registryMirrors={"127.0.0.1:5001":"http://198.18.0.1:5001"}',
+        "--set", "registration.allowTags=true"))["env"]}
+    assert (env["KILN_DIGEST_SKIP_REGISTRIES"], env["KILN_DIGEST_ALLOW_TAGS"], env["KILN_DIGEST_TIMEOUT"]) == (
+        "kind.local,ko.local", "true", "5")
+    assert env["KILN_REGISTRY_MIRRORS"] == "127.0.0.1:5001=http://198.18.0.1:5001"
+    assert "KILN_REGISTRY_MIRRORS" not in {e["name"] for e in container(helm.objects())["env"]}
 
 
 def test_namespaced_install_has_roles_in_its_namespaces_and_no_cluster_rights_to_their_objects(helm: Helm) -> None:
@@ -275,7 +303,7 @@ def test_leader_election_role_is_one_lease(helm: Helm) -> None:
     _bound(objs, "Role", "kiln-leader-election", NS)
     assert "--lease-name" in container(objs)["args"]
     off = helm.objects("--set", "leaderElection.enabled=false", "--set", "replicaCount=1")
-    assert not [o for o in off if o["kind"] in ("Role", "RoleBinding", "PodDisruptionBudget")]
+    assert not [o for o in off if o["kind"] == "PodDisruptionBudget" or "leader-election" in o["metadata"]["name"]]
 
 
 # --- the operator's pod ------------------------------------------------------------------------------

@@ -69,7 +69,8 @@ def test_kustomize_base_is_the_chart_with_cert_manager() -> None:
         "ServiceAccount": ["kiln"], "ClusterRoleBinding": ["kiln-system-kiln"],
         "ClusterRole": sorted(["kiln-system-kiln", *(f"kiln{r['metadata']['name']}" for r in json.loads(
             (CHART / "files" / "roles.json").read_text()))]),
-        "Role": ["kiln-leader-election"], "RoleBinding": ["kiln-leader-election"],
+        "Role": ["kiln-leader-election", "kiln-versions"],
+        "RoleBinding": ["kiln-leader-election", "kiln-versions"],
         "Service": ["kiln-webhook"], "Deployment": ["kiln"], "PodDisruptionBudget": ["kiln"],
         "Issuer": ["kiln-selfsigned", "kiln-webhook-ca"], "Certificate": ["kiln-webhook", "kiln-webhook-ca"],
         "ValidatingWebhookConfiguration": ["kiln-system-kiln"], "MutatingWebhookConfiguration": ["kiln-system-kiln"],

@@ -44,6 +44,7 @@ VERBS = {  # verb: what its --help must name (its kubectl equivalent)
     "promote": "spec: {workloadRef: {name: NAME}",
     "approve": "decision: Approve",
     "reject": "decision: Reject",
+    "rollback": """kubectl patch deployment.kiln.dev NAME --type merge -p '{"spec":{"artifactRef":{"name":null,""",
     "history": "kubectl get deployment.kiln.dev NAME -o jsonpath='{range .status.history[*]}",
     "get": "kubectl get artifact.kiln.dev NAME",
     "call": "kubectl port-forward --address=127.0.0.1 service/NAME-dev",
@@ -291,7 +292,7 @@ def test_register_promote_approve_and_history(kube: Kube, operator: Operator, na
 
     r = plugin(kube, "-n", namespace, "history", "deployment", "scorer-prod")
     rows = columns(r.stdout)
-    assert list(rows[0]) == ["TIME", "GENERATION", "ACTION", "ACTOR", "ARTIFACT", "DIGEST", "REPLICAS",
+    assert list(rows[0]) == ["TIME", "GENERATION", "ACTION", "ACTOR", "ARTIFACT", "VERSION", "DIGEST", "REPLICAS",
                              "IMPORTANCE", "MESSAGE"]
     assert [(h["ACTION"], h["ACTOR"]) for h in rows[:3]] == [("ApprovalRequested", DEPLOYER), ("Approved", APPROVER),
                                                              ("Created", DEPLOYER)], r.stdout
@@ -301,6 +302,64 @@ def test_register_promote_approve_and_history(kube: Kube, operator: Operator, na
     as_json = json.loads(plugin(kube, "-n", namespace, "history", "deployment", "scorer-prod", "-o", "json").stdout)
     as_yaml = yaml.safe_load(plugin(kube, "-n", namespace, "history", "deployment", "scorer-prod", "-o", "yaml").stdout)
     assert as_json == as_yaml and as_json[:3] == history[:3]
+
+
+def test_rollback_to_the_previous_artifact_or_to_a_version(kube: Kube, operator: Operator, namespace: str) -> None:
+    ns = namespace
+    uids = {}
+    for i in (1, 2, 3):
+        create(kube, ns, {"apiVersion": "kiln.dev/v1alpha1", "kind": "Artifact", "metadata": {"name": f"scorer-v{i}"},
+                          "spec": {"collection": "scorer", "containers": [container(f"registry.example/scorer:{i}")]}})
+        plugin(kube, "-n", ns, "register", "artifact", f"scorer-v{i}")
+        uids[i] = wait_for(kube, ns, "artifacts", f"scorer-v{i}", lambda a: (a.get("status") or {}).get("version")
+                           and a["metadata"]["uid"], f"scorer-v{i} numbered")
+
+    def runs(version: int, action: str) -> dict[str, Any]:
+        dep = wait_for(kube, ns, "deployments", "prod", lambda d: d if (d.get("status") or {}).get(
+            "artifact", {}).get("version") == version and (Kube.condition(d, "Ready") or {}).get("status") == "True"
+            else None, f"production on version {version}")
+        assert dep["status"]["history"][-1]["action"] == action, dep["status"]["history"][-1]
+        return dict(dep)
+
+    r = plugin(kube, "-n", ns, "rollback", "deployment", "prod", check=False)
+    assert r.returncode == 1 and "not found" in r.stderr, r.stderr
+    create(kube, ns, deployment("prod", artifact_ref="scorer-v1"))
+    runs(1, "Created")
+    r = plugin(kube, "-n", ns, "rollback", "deployment", "prod", check=False)
+    assert (r.returncode, r.stderr) == (1, "error: deployment.kiln.dev/prod has run no other Artifact: nothing to "
+                                           "roll back to\n")
+    kube.kubectl("-n", ns, "patch", "deployment.kiln.dev", "prod", "--type=merge", "-p",
+                 '{"spec":{"artifactRef":{"name":"scorer-v2"}}}')
+    runs(2, "ArtifactSwitched")
+
+    # Named by name: back to the previous one, by name and uid.
+    r = plugin(kube, "-n", ns, "rollback", "kdep/prod")
+    assert r.stdout == ("deployment.kiln.dev/prod rolled back to artifact scorer-v1 "
+                        "(kubectl kiln history deployment prod)\n"), r.stdout
+    dep = runs(1, "RolledBack")
+    assert dep["spec"]["artifactRef"] == {"name": "scorer-v1", "uid": uids[1]}
+    assert (dep["status"]["history"][-1]["fromVersion"], dep["status"]["history"][-1]["version"]) == (2, 1)
+
+    # To a version of its collection: from now on it names the Artifact by version.
+    plugin(kube, "-n", ns, "rollback", "deployment", "prod", "--to-version", "3")
+    dep = runs(3, "ArtifactSwitched")  # never ran here: not a rollback
+    assert dep["spec"]["artifactRef"] == {"collection": "scorer", "version": 3}
+    plugin(kube, "-n", ns, "rollback", "deployment", "prod")
+    dep = runs(1, "RolledBack")
+    assert dep["spec"]["artifactRef"] == {"collection": "scorer", "version": 1, "uid": uids[1]}
+    rows = columns(plugin(kube, "-n", ns, "history", "deployment", "prod").stdout)
+    assert [(h["ACTION"], h["VERSION"]) for h in rows] == [("Created", "1"), ("ArtifactSwitched", "2"),
+                                                          ("RolledBack", "1"), ("ArtifactSwitched", "3"),
+                                                          ("RolledBack", "1")]
+
+    # An Artifact without a collection has no versions to go to.
+    create(kube, ns, {"apiVersion": "kiln.dev/v1alpha1", "kind": "Artifact", "metadata": {"name": "loose"},
+                      "spec": {"containers": [container()]}})
+    plugin(kube, "-n", ns, "register", "artifact", "loose")
+    create(kube, ns, deployment("other", artifact_ref="loose"))
+    wait_for(kube, ns, "deployments", "other", lambda d: (d.get("status") or {}).get("artifact"), "other running")
+    r = plugin(kube, "-n", ns, "rollback", "deployment", "other", "--to-version", "1", check=False)
+    assert r.returncode == 1 and "which has no collection" in r.stderr, r.stderr
 
 
 def test_reject_and_approve_a_deletion(kube: Kube, operator: Operator, namespace: str) -> None:

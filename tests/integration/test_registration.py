@@ -228,8 +228,10 @@ def test_webhook_configuration_is_scoped_and_fast(kube: Kube, operator: Operator
     for cfg in (kube.admission.read_validating_webhook_configuration(Operator.WEBHOOK_CONFIG),
                 kube.admission.read_mutating_webhook_configuration(Operator.WEBHOOK_CONFIG)):
         for hook in cfg.webhooks:
-            assert hook.timeout_seconds <= 5
-            assert hook.side_effects == "None"
+            # Registration asks registries for digests and takes a version number (not on a dry run).
+            registration = hook.name == "record-registration.kiln.dev"
+            assert hook.timeout_seconds <= (15 if registration else 5)
+            assert hook.side_effects == ("NoneOnDryRun" if registration else "None")
             # Updates that leave the spec alone (the operator's own writes) never reach a webhook.
             assert hook.match_conditions, hook.name
             for rule in hook.rules:

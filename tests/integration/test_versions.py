@@ -3,10 +3,14 @@ operator and its webhooks. (Image digests against the local registry: tests/e2e/
 
 from __future__ import annotations
 
+import base64
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import bcrypt
 import pytest
 from kubernetes.client.exceptions import ApiException
 
@@ -15,6 +19,7 @@ from tests.integration.test_governance import kubectl_as
 from tests.integration.test_registration import register, rejected
 from tests.integration.test_workloads import artifact, container, create, get, patch
 from tests.kube import Kube, Operator
+from tests.unit.test_registry import PASSWORD, USER, docker_registry, push_image
 
 pytestmark = pytest.mark.cluster
 G, V = "kiln.dev", "v1alpha1"
@@ -200,3 +205,39 @@ def test_a_version_that_does_not_exist_is_refused_then_reported(kube: Kube, oper
     with pytest.raises(ApiException) as e:  # in use: the webhook refuses to delete it
         kube.custom.delete_namespaced_custom_object(G, V, ns, "artifacts", "scorer-v1")
     assert "in use by Deployment prod" in json.loads(e.value.body)["message"]
+
+
+def test_a_private_registry_with_an_image_pull_secret(kube: Kube, operator: Operator, namespace: str,
+                                                      tmp_path: Path) -> None:
+    """Registration resolves an image in a registry that wants credentials with the image pull secret the
+    Artifact names; without it, the registration is refused saying so; and whoever names a Secret must be
+    allowed to read it."""
+    ns = namespace
+    (tmp_path / "htpasswd").write_text(f"{USER}:{bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()}\n")
+    with docker_registry(tmp_path, {"htpasswd": {"realm": "kiln", "path": str(tmp_path / "htpasswd")}}) as url:
+        host = urlsplit(url).netloc
+        digest = push_image(url, "team/model", "v1", auth=(USER, PASSWORD))["digest"]
+        image = f"{host}/team/model:v1"
+
+        create(kube, ns, artifact("anonymous", [container(image)]))
+        msg = rejected(kube.custom.patch_namespaced_custom_object, G, V, ns, "artifacts", "anonymous",
+                       {"spec": {"lifecycle": "Registered"}})
+        assert msg.startswith(f"admission webhook \"record-registration.kiln.dev\" denied the request: Artifact "
+                              f"anonymous: spec.containers[0].image: cannot register: image {image}: registry {host}: "
+                              "unauthorized (401)"), msg
+
+        config = {"auths": {host: {"username": USER, "password": PASSWORD}}}
+        kube.core.create_namespaced_secret(ns, {
+            "metadata": {"name": "regcred"}, "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}})
+        create(kube, ns, artifact("private", [container(image)], imagePullSecrets=[{"name": "regcred"}]))
+        register(kube, ns, "private")
+        art = kube.wait(lambda: (a := get(kube, ns, "artifacts", "private"))["status"].get("images") and a,
+                        what="the private image's digest")
+        assert art["status"]["images"] == [{"container": "app", "image": image, "digest": digest}]
+
+    # A developer who may not read the Secret cannot have Kiln's pods (or its registration) use it.
+    kube.kubectl("-n", ns, "create", "rolebinding", "dora-developer", "--clusterrole=kiln-developer", "--user=dora")
+    r = kubectl_as(kube, "dora", ns, "create", "-f", "-",
+                   body=artifact("borrowed", [container(image)], imagePullSecrets=[{"name": "regcred"}]))
+    assert r.returncode != 0 and "spec.imagePullSecrets[0]: dora may not get Secret regcred" in r.stderr, r.stderr

@@ -40,8 +40,9 @@ def canonical_json(spec: Mapping[str, Any] | ArtifactSpec, images: Sequence[Imag
     """The canonical JSON text that :func:`spec_digest` hashes."""
     doc = locked_spec(spec)
     doc.pop("collection", None)
-    if images:
-        doc["resolvedImages"] = [{"container": i.container, "digest": i.digest or ""} for i in images]
+    resolved = [{"container": i.container, "digest": i.digest} for i in images or () if i.digest]
+    if resolved:  # images whose tags were kept add nothing: the spec names them
+        doc["resolvedImages"] = resolved
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
