@@ -2,11 +2,12 @@
 # The Debian packages the local cluster's real node and the image builds need (`make setup` runs this):
 # containerd, runc and the CNI plugins for the node, socat for its relays, iptables for kube-proxy,
 # docker-registry for the local registry, buildah and mmdebstrap to build images without Docker, gcc for
-# the pause binary. Installed only when missing and only as root; otherwise it says what to install, and
-# `kiln cluster up` runs the simulated node alone. No service is started by the installation: the
-# local cluster starts its own containerd and registry, on private sockets and 127.0.0.1.
+# the pause binary, prometheus (and promtool) for the metrics tests. Installed only when missing and only
+# as root; otherwise it says what to install, and `kiln cluster up` runs the simulated node alone. No
+# service is started by the installation: the local cluster starts its own containerd and registry, on
+# private sockets and 127.0.0.1, and the tests their own Prometheus.
 set -euo pipefail
-pkgs=(containerd runc containernetworking-plugins iptables socat docker-registry buildah mmdebstrap
+pkgs=(containerd runc containernetworking-plugins iptables socat docker-registry buildah mmdebstrap prometheus
       iproute2 procps util-linux gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from kiln.admission.process import free_port
 from kiln_dev import cluster
 from tests.kube import Kube, Operator
 
@@ -84,8 +85,10 @@ def crds(kube: Kube) -> None:
 
 @pytest.fixture(scope="session")
 def operator(kube: Kube, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    """The real operator (`kiln run`) in a subprocess, with its webhooks over TLS on 127.0.0.1."""
-    op = Operator(kube, tmp_path_factory.mktemp("operator"))
+    """The real operator (`kiln run`) in a subprocess, with its webhooks over TLS on 127.0.0.1, and the
+    metrics endpoints of both its processes on 127.0.0.1 (tests/integration/test_metrics.py scrapes them)."""
+    op = Operator(kube, tmp_path_factory.mktemp("operator"), args=(
+        "--metrics-port", str(free_port()), "--webhook-metrics-port", str(free_port())))
     op.start()
     try:
         yield op

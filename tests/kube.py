@@ -120,6 +120,11 @@ class Operator:
     def log(self) -> Path:
         return self.workdir / f"operator-{self.runs}.log"
 
+    def port_of(self, flag: str) -> int | None:
+        """The port given with ``flag`` (e.g. --metrics-port), if any."""
+        args = list(self.args)
+        return int(args[args.index(flag) + 1]) if flag in args else None
+
     def start(self) -> None:
         import sys
 

@@ -90,7 +90,9 @@ def _run(args: argparse.Namespace) -> int:
                              webhook_cert_dir=args.webhook_cert_dir, liveness=args.liveness,
                              webhook_addr=args.webhook_addr, webhook_drain=args.webhook_drain,
                              leader_election=args.leader_election, lease_name=args.lease_name,
-                             lease_namespace=args.lease_namespace, lease_duration=args.lease_duration)
+                             lease_namespace=args.lease_namespace, lease_duration=args.lease_duration,
+                             metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
+                             webhook_metrics_port=args.webhook_metrics_port, log_format=args.log_format)
 
 
 def _local_registry_mirror() -> None:
@@ -155,6 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--lease-duration", type=int, default=15, metavar="SECONDS",
                    help="a leader that stops renewing is replaced after this long (renewals every 2/15 of it)")
     r.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    r.add_argument("--metrics-port", type=int, default=0,
+                   help="serve Prometheus metrics on this port (/metrics, plain HTTP; default none; the chart: 8081)")
+    r.add_argument("--metrics-addr", default="127.0.0.1",
+                   help="address of the metrics endpoints (default 127.0.0.1; the chart passes the pod's IP)")
+    r.add_argument("--webhook-metrics-port", type=int, default=0,
+                   help="the webhook server's metrics on this port (default: none; 8082 in the chart)")
+    r.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="text lines (default) or one JSON object per line: time, level, logger, kind, namespace, "
+                        "name, message")
     r.set_defaults(func=_run)
 
     args = parser.parse_args(argv)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from kiln import tree
+from kiln import metrics, tree
 from kiln.api.models import KilnModel, ObjectMeta
 from kiln.names import ARTIFACTS, GROUP, L_COLLECTION, L_VERSION, VERSION
 
@@ -117,6 +117,7 @@ def write_status(plural: str, meta: ObjectMeta, old: KilnModel, new: KilnModel) 
     """Patch an object's status to ``new`` when it differs from ``old`` (what the object has): an idle
     resync writes nothing. Fields set before but absent now are cleared (it is a merge patch)."""
     before, after = old.to_dict(), new.to_dict()
+    metrics.SEEN.observe(plural, meta.namespace, meta.name, after)
     if before == after:
         return False
     patch = {**after, **{k: None for k in before if k not in after}}

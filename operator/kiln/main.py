@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 # The controllers register their handlers with kopf on import.
-from kiln import kube, leader
+from kiln import kube, leader, logs, metrics
 from kiln.admission.process import HOST, Webhooks, free_port
 from kiln.controllers import artifacts, deployments, runtime, workloads  # noqa: F401 - registration
 from kiln.names import FINALIZER, L_DEPLOYMENT, L_WORKLOAD
@@ -153,19 +153,28 @@ async def _operate(rt: runtime.Runtime, namespaces: list[str], liveness: str | N
 def run(namespaces: list[str], webhook_port: int = 0, webhooks: bool = True, register_webhooks: bool = True,
         webhook_cert_dir: str | None = None, liveness: str | None = None, webhook_addr: str | None = None,
         leader_election: bool = False, lease_name: str = "kiln-operator", lease_namespace: str | None = None,
-        lease_duration: int = 15, webhook_drain: float = 0.0) -> int:
+        lease_duration: int = 15, webhook_drain: float = 0.0, metrics_port: int = 0, metrics_addr: str = HOST,
+        webhook_metrics_port: int = 0, log_format: str = "text") -> int:
     """Run the operator until interrupted, against the current kubeconfig (or in-cluster config).
 
     With ``leader_election`` the process serves its webhooks at once and reconciles only while it holds
     the Lease (:mod:`kiln.leader`); it releases the Lease when it stops, after kopf has, and keeps
-    serving the webhooks ``webhook_drain`` seconds longer (while its pod leaves the Service)."""
+    serving the webhooks ``webhook_drain`` seconds longer (while its pod leaves the Service).
+
+    ``metrics_port``: this process's Prometheus ``/metrics`` on ``metrics_addr``; ``webhook_metrics_port``:
+    the webhook server's (kiln.metrics). ``log_format``: text or json (kiln.logs)."""
     _limit_malloc_arenas()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(log_format)
     logging.getLogger("kopf.objects").addFilter(_no_handler_successes)
     rt = runtime.Runtime(namespaces=tuple(namespaces),
                          webhooks=_webhooks(webhook_port, webhooks, register_webhooks, webhook_cert_dir,
                                             webhook_addr),
                          restart_parallelism=int(os.environ.get("KILN_RESTART_PARALLELISM", "8")))
+    if rt.webhooks is not None:
+        served = (f"--metrics-addr={metrics_addr}", f"--metrics-port={webhook_metrics_port}")
+        rt.webhooks.server_args = (f"--log-format={log_format}", *(served if webhook_metrics_port else ()))
+    if metrics_port:
+        metrics.serve(metrics_port, metrics_addr)
     election = leader.LeaderElection.with_duration(lease_name, lease_namespace or kube.home_namespace(),
                                                    lease_duration) if leader_election else None
     # SIGTERM or SIGINT: stop following, or stop kopf (which also installs handlers of its own once it runs).
@@ -178,8 +187,10 @@ def run(namespaces: list[str], webhook_port: int = 0, webhooks: bool = True, reg
             if not _follow(election, rt.webhooks, liveness, stop):
                 return 0
             election.start_renewing(functools.partial(_lose_leadership, rt.webhooks))
+        metrics.LEADER.set(1)
         asyncio.run(_operate(rt, namespaces, liveness, stop))
     finally:
+        metrics.LEADER.set(0)
         if election is not None:
             election.release()
         if rt.webhooks is not None:

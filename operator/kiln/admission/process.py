@@ -47,13 +47,14 @@ class Webhooks:
     certdir: Path
     addr: str = HOST
     register: bool = True
+    server_args: tuple[str, ...] = ()  # more arguments of the server (its metrics endpoint, its log format)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self, timeout: float = 30) -> None:
         """Start the webhook server's process and return once it accepts connections."""
         self.process = subprocess.Popen([
             sys.executable, "-m", "kiln.admission.server", f"--addr={self.addr}", f"--port={self.port}",
-            f"--cert={self.certdir / 'tls.crt'}", f"--key={self.certdir / 'tls.key'}"])
+            f"--cert={self.certdir / 'tls.crt'}", f"--key={self.certdir / 'tls.key'}", *self.server_args])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from kiln import logs, metrics
 from kiln.admission import handlers
 
 log = logging.getLogger("kiln.admission")
@@ -78,6 +79,7 @@ class DeadlineReader(io.RawIOBase):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
     server_version = "kiln-webhook"
+    code = 0  # the HTTP status of the answer sent (0: none yet)
     server: Server
 
     def setup(self) -> None:
@@ -119,6 +121,18 @@ class Handler(BaseHTTPRequestHandler):
             return self._refuse(413, f"request body over {MAX_BODY} bytes")
         if hook not in handlers.HANDLERS:
             return self._refuse(404, f"no webhook {hook}")
+        self.code = 0
+        metrics.WEBHOOK_IN_FLIGHT.labels(hook).inc()
+        start = time.monotonic()
+        try:
+            self._review(hook, length)
+        finally:
+            metrics.WEBHOOK_IN_FLIGHT.labels(hook).dec()
+            if self.code:  # an answer was sent
+                metrics.WEBHOOK_LATENCY.labels(hook).observe(time.monotonic() - start)
+                metrics.WEBHOOK_REQUESTS.labels(hook, str(self.code)).inc()
+
+    def _review(self, hook: str, length: int) -> None:
         data = self.rfile.read(length)
         if len(data) < length:  # the client went away mid-body
             self.close_connection = True
@@ -160,6 +174,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, code: int, data: bytes, content_type: str, close: bool = False) -> None:
         self.connection.settimeout(self.server.request_timeout)  # a client that does not read is let go too
+        self.code = code
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -353,8 +368,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds a request (with a new connection's TLS handshake) may take to arrive")
     p.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT,
                    help="seconds a kept-alive connection may wait for its next request")
+    p.add_argument("--metrics-addr", default="127.0.0.1", help="address of the /metrics endpoint (plain HTTP)")
+    p.add_argument("--metrics-port", type=int, default=0, help="port of the /metrics endpoint (0: none)")
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_format)
+    if args.metrics_port:
+        for hook in handlers.HANDLERS:  # every series exists from the start: rate() sees the first request
+            metrics.WEBHOOK_REQUESTS.labels(hook, "200")
+            metrics.WEBHOOK_LATENCY.labels(hook)
+            metrics.WEBHOOK_IN_FLIGHT.labels(hook)
+        metrics.serve(args.metrics_port, args.metrics_addr, operator=False)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(args.cert, args.key)
     server = Server((args.addr, args.port), ctx, max_connections=args.max_connections,

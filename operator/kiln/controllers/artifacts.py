@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from kiln import kube
+from kiln import kube, metrics
 from kiln.api.models import ArtifactStatus, Lifecycle, ObjectMeta, status_of
 from kiln.controllers import runtime, workloads
 from kiln.controllers.cache import ArtifactView, artifact_view
@@ -56,7 +56,12 @@ def _lifecycle(spec: Any) -> Lifecycle:
 @kopf.on.update(GROUP, VERSION, ARTIFACTS)
 async def artifact_changed(body: kopf.Body, namespace: str | None, name: str, reason: str, memo: Any,
                            logger: kopf.Logger, **_: Any) -> None:
-    rt, namespace = runtime.of(memo), str(namespace)
+    with metrics.reconciling("artifact"):
+        await _reconcile(runtime.of(memo), body, str(namespace), name, reason, logger)
+
+
+async def _reconcile(rt: runtime.Runtime, body: kopf.Body, namespace: str, name: str, reason: str,
+                     logger: kopf.Logger) -> None:
     rt.indexes.artifacts.update(body)
     # A Workload waiting for this Artifact starts; one running an older draft restarts. This comes
     # first, so that status.observedGeneration says the change has been acted upon. (On resume the

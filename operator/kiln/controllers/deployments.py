@@ -16,7 +16,7 @@ import kopf
 import pydantic
 from kubernetes.client.exceptions import ApiException
 
-from kiln import kube, tree
+from kiln import kube, metrics, tree
 from kiln.api.models import (
     MAX_HISTORY,
     ROLLOUT_ACTIONS,
@@ -235,7 +235,7 @@ def rollout_status(dep: Deployment, todo: Plan, apps: Body | None, at: str,
 
 
 def reconcile(rt: runtime.Runtime, namespace: str, name: str, logger: kopf.Logger) -> None:
-    with rt.locks.of(DEPLOYMENTS, namespace, name):
+    with metrics.reconciling("deployment"), rt.locks.of(DEPLOYMENTS, namespace, name):
         raw = kube.get_kiln(DEPLOYMENTS, namespace, name)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             return
@@ -351,6 +351,7 @@ def _converge(raw: Body, dep: Deployment, todo: Plan, logger: kopf.Logger) -> Bo
         had = (live["metadata"].get("annotations") or {}).get(A_DESIRED)
         edited = tree.drift(todo.apps["spec"], live["spec"])
         if had == want and edited and kube.owned_by(live, meta.uid):
+            metrics.DRIFT_REVERTS.labels("Deployment").inc()
             runtime.event(raw, "DriftReverted", f"reverted a hand edit of apps/v1 Deployment {name}: "
                           f"{', '.join(edited[:5])}", warning=True)
             logger.warning(f"reverted drift of apps/v1 Deployment {name}: {edited}")

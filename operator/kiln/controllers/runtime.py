@@ -17,7 +17,7 @@ from typing import Any, TypeVar, cast
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from kiln import kube, names
+from kiln import kube, metrics, names
 from kiln.admission.process import Webhooks
 from kiln.controllers.cache import Index, Indexes, deleted, pages
 
@@ -283,6 +283,8 @@ async def forget_deleted(body: kopf.Body, uid: str, resource: kopf.Resource, mem
     """A deleted kiln.dev object leaves the memory of what kopf handled and retries, and its index. (Artifacts and
     Workloads enter their indexes from their own handlers: what is indexed of them is in their spec.)"""
     rt = of(memo)
+    meta = body.get("metadata") or {}
+    metrics.SEEN.forget(resource.plural, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
     rt.diffbase.forget(uid)
     rt.progress.forget(uid)
     indexes: dict[str, Index[Any]] = {names.ARTIFACTS: rt.indexes.artifacts, names.WORKLOADS: rt.indexes.workloads}

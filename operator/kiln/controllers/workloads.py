@@ -19,7 +19,7 @@ import kopf
 import pydantic
 from kubernetes.client.exceptions import ApiException
 
-from kiln import kube, names
+from kiln import kube, metrics, names
 from kiln.api import models
 from kiln.controllers import builders as b
 from kiln.controllers import runtime
@@ -47,6 +47,7 @@ class Plan:
     service: Body | None = None  # the desired development Service (None: there should be none)
     converge_service: bool = False  # False: leave the Service as it is
     events: list[Event] = field(default_factory=list)
+    draft_restart: bool = False  # the pods restart because their Draft Artifact changed
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ def plan(wl: models.Workload, art: ArtifactView | None, pods: list[PodView], *, 
         why = (f"restart requested at {restarted_at}" if same_spec
                else f"Artifact {art_name} changed to {art.digest[:19]}")
         out.events.append(Event("Restarted", f"restarting {len(old_revision)} pod(s): {why}"))
+        out.draft_restart = not same_spec
     elif stale and not running and old.state != models.WorkloadPhase.STOPPED:
         out.events.append(Event("Stopped", f"stopping: deleting {len(stale)} pod(s)"))
     if failed:
@@ -175,7 +177,7 @@ def plan(wl: models.Workload, art: ArtifactView | None, pods: list[PodView], *, 
 def reconcile(rt: runtime.Runtime, namespace: str, name: str, logger: kopf.Logger,
               body: Body | None = None) -> None:
     try:
-        with rt.locks.of(names.WORKLOADS, namespace, name):
+        with metrics.reconciling("workload"), rt.locks.of(names.WORKLOADS, namespace, name):
             _reconcile(rt, namespace, name, logger, body)
     except ApiException as e:
         if not kube.gone_with_namespace(e):  # else the Workload goes with its namespace
@@ -226,6 +228,8 @@ def _reconcile(rt: runtime.Runtime, ns: str, name: str, logger: kopf.Logger, bod
         runtime.event(raw, *conflict, warning=True)
     for ev in todo.events:
         runtime.event(raw, ev.reason, ev.message, ev.warning)
+    if todo.draft_restart:
+        metrics.DRAFT_RESTARTS.inc()
     kube.write_status(names.WORKLOADS, wl.metadata, wl.status, todo.status)
     if problem and problem[0] == "ServiceFailed":
         raise kopf.TemporaryError(problem[1], delay=10)
