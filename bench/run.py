@@ -17,7 +17,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,7 +43,7 @@ REPEAT = 1 if QUICK else 3  # throughput runs at the largest N (this machine's f
 SHARED = 20 if QUICK else 100
 PARSES = 5  # an upper bound of a Workload's reconciles (and of its pod's events) from creation to Running
 # Phases to run (all by default), e.g. BENCH_ONLY=throughput,footprint while tuning one of them.
-PHASES = ("throughput", "restart", "admission", "footprint", "requests")
+PHASES = ("throughput", "metrics", "restart", "admission", "footprint", "requests")
 ONLY = [x for x in os.environ.get("BENCH_ONLY", ",".join(PHASES)).split(",") if x]
 FLOOR_HOOK = "noop.bench.kiln.dev"  # the admission floor: hack/noop-webhook
 TARGETS = {"ratio_at_max_n": 1.5, "restart_p95_s": 2.0, "shared_restart_s": 15.0, "webhook_p99_ms": 20.0,
@@ -70,12 +72,14 @@ class Bench:
         return subprocess.run(["kubectl", f"--kubeconfig={self.kubeconfig}", *args], check=True, text=True,
                               capture_output=True).stdout
 
-    def start_operator(self) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KILN_OPERATOR_DIR": str(self.workdir)}
+    def start_operator(self, args: tuple[str, ...] = ()) -> None:
+        # The benchmark's made-up images: their registries are never contacted (their tags are kept).
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KILN_OPERATOR_DIR": str(self.workdir),
+               "KILN_DIGEST_SKIP_REGISTRIES": "registry.example,r.example"}
         path = self.workdir / "operator.log"
         start = path.stat().st_size if path.exists() else 0
         logf = open(path, "ab")  # noqa: SIM115 - handed to the child
-        self.operator = subprocess.Popen([sys.executable, "-m", "kiln.cli", "run"], env=env, stdout=logf,
+        self.operator = subprocess.Popen([sys.executable, "-m", "kiln.cli", "run", *args], env=env, stdout=logf,
                                          stderr=subprocess.STDOUT)
         logf.close()
         wait(lambda: "registered validating" in path.read_text()[start:], 60, "operator up")
@@ -158,6 +162,47 @@ class Bench:
                                                           _preload_content=False).data)
         self.delete_namespace(ns)
         return took, (cpu1 - cpu0) / n
+
+    def with_metrics(self, n: int) -> dict[str, Any]:
+        """The cost of the metrics: the throughput at N with the operator's and the webhook server's metrics
+        endpoints on, scraped every second as Prometheus would, against the same with them off, in
+        alternating runs (each Kiln time divided by a direct run just before it)."""
+        ports = (free_port(), free_port())
+        args = ("--metrics-port", str(ports[0]), "--webhook-metrics-port", str(ports[1]))
+        ratios: dict[bool, list[float]] = {False: [], True: []}
+        cpus: dict[bool, list[float]] = {False: [], True: []}
+        scrapes = [0]
+        for r in range(2 * REPEAT):  # off, on, on, off, ...: neither comes always first
+            for on in ((False, True) if r % 2 == 0 else (True, False)):
+                self.stop_operator()
+                self.start_operator(args if on else ())
+                stop = threading.Event()
+
+                def scrape(stop: threading.Event = stop) -> None:
+                    while not stop.wait(1.0):
+                        for port in ports:
+                            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                                resp.read()
+                            scrapes[0] += 1
+
+                scraper = threading.Thread(target=scrape, daemon=True)
+                if on:
+                    scraper.start()
+                log(f"metrics {'on' if on else 'off'}: {n} pods directly, then {n} workloads (run {r + 1})")
+                d = self.direct(n)
+                k, cpu = self.kiln(n)
+                stop.set()
+                if on:
+                    scraper.join(10)
+                ratios[on].append(k / d)
+                cpus[on].append(cpu)
+        self.stop_operator()
+        self.start_operator()
+        off, on = statistics.median(ratios[False]), statistics.median(ratios[True])
+        return {"n": n, "runs": 2 * REPEAT, "ratio_off": off, "ratio_on": on, "on_over_off": on / off,
+                "ratios_off": [round(x, 2) for x in ratios[False]], "ratios_on": [round(x, 2) for x in ratios[True]],
+                "cpu_ms_per_workload_off": 1e3 * statistics.median(cpus[False]),
+                "cpu_ms_per_workload_on": 1e3 * statistics.median(cpus[True]), "scrapes": scrapes[0]}
 
     def parsing(self, cpu_per_workload: float, rounds: int = 2000) -> dict[str, float]:
         """What typing at the boundary costs: a Workload's body parsed into its model, a pod's view, an
@@ -631,6 +676,8 @@ def main() -> int:
                 t["floor_ratio"] = t["floor_s"] / t["direct_s"]
                 t["kiln_over_floor"] = t["kiln_s"] / t["floor_s"]
             bench.start_operator()
+        if "metrics" in ONLY:
+            results["metrics"] = bench.with_metrics(SIZES[-1])
         if "restart" in ONLY:
             log(f"restart latency over {EDITS} draft edits")
             lat = bench.restart_latency()
@@ -717,6 +764,13 @@ def report(r: dict[str, Any]) -> str:
                      f"{p['pod_view_us']:.0f} us, an Artifact (with its digest) {p['artifact_us']:.0f} us; "
                      f"at most {100 * p['share_upper_bound']:.1f} % of the operator's CPU per Workload "
                      f"({PARSES} of each per Workload, {p['operator_cpu_ms_per_workload']:.1f} ms)")
+    if "metrics" in r:
+        mt = r["metrics"]
+        lines += [f"   metrics endpoints on and scraped every second ({mt['scrapes']} scrapes), N={mt['n']}: "
+                  f"ratio Kiln/direct {mt['ratio_on']:.2f} against {mt['ratio_off']:.2f} with them off "
+                  f"(on/off {mt['on_over_off']:.2f}; runs on {mt['ratios_on']}, off {mt['ratios_off']}); "
+                  f"operator CPU per Workload {mt['cpu_ms_per_workload_on']:.1f} ms on, "
+                  f"{mt['cpu_ms_per_workload_off']:.1f} ms off"]
     if "restart" in r:
         rs = r["restart"]
         lines += ["2. Restart latency (draft edit -> new pod Ready)",

@@ -155,7 +155,8 @@ def test_webhooks_can_be_limited_to_namespaces_or_disabled(helm: Helm, tmp_path:
     policies = [o["kind"] for o in json.loads((CHART / "files" / "policies.json").read_text())]
     personas = ["ClusterRole"] * len(json.loads((CHART / "files" / "roles.json").read_text()))
     assert kinds(off) == sorted(["ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "Role",
-                                 "RoleBinding", "ServiceAccount", *policies, *personas]), "the admission policies stay"
+                                 "RoleBinding", "Service", "ServiceAccount", *policies, *personas]), \
+        "the admission policies (and the metrics Service) stay"
     assert container(off)["args"][0] == "--no-webhooks"
 
 
@@ -342,7 +343,8 @@ def test_deployment_is_two_hardened_replicas(helm: Helm) -> None:
     assert volumes[mounts["/certs"]]["secret"]["secretName"] == "kiln-webhook-tls"
     for probe in ("livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"] == {"path": "/healthz", "port": "healthz"}, probe
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"webhook": 9443, "healthz": 8080}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"webhook": 9443, "healthz": 8080, "metrics": 8081,
+                                                                   "webhook-metrics": 8082}
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
 
 
@@ -393,21 +395,24 @@ def _cli_call(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any
 
 
 LEADER = {"leader_election": True, "lease_name": "kiln-leader", "lease_duration": 15, "lease_namespace": None}
+METRICS = {"metrics_addr": "$(POD_IP)", "metrics_port": 8081, "webhook_metrics_port": 8082}
 
 
 @pytest.mark.parametrize(("values", "expected"), [
     ([], {"webhook_cert_dir": "/certs", "webhook_port": 9443, "webhooks": True, "namespaces": [],
-          "liveness": "http://0.0.0.0:8080/healthz", "webhook_addr": "$(POD_IP)", "webhook_drain": 5, **LEADER}),
+          "liveness": "http://0.0.0.0:8080/healthz", "webhook_addr": "$(POD_IP)", "webhook_drain": 5, **LEADER,
+          **METRICS}),
     (["--set", "watchNamespaces={team-a,team-b}", "--set", "webhooks.port=10250", "--set", "liveness.port=9090",
       "--set", "webhooks.bindAddress=0.0.0.0", "--set", "leaderElection.leaseDuration=30"],
      {"webhook_cert_dir": "/certs", "webhook_port": 10250, "webhooks": True, "namespaces": ["team-a", "team-b"],
-      "liveness": "http://0.0.0.0:9090/healthz", "webhook_addr": "0.0.0.0", **LEADER, "lease_duration": 30}),
+      "liveness": "http://0.0.0.0:9090/healthz", "webhook_addr": "0.0.0.0", **LEADER, "lease_duration": 30,
+      **METRICS}),
     (["--set", "webhooks.enabled=false"],
      {"webhook_cert_dir": None, "webhooks": False, "namespaces": [], "liveness": "http://0.0.0.0:8080/healthz",
-      "webhook_addr": None, **LEADER}),
+      "webhook_addr": None, **LEADER, **METRICS, "webhook_metrics_port": 0}),
     (["--set", "leaderElection.enabled=false", "--set", "replicaCount=1"],
      {"webhook_cert_dir": "/certs", "webhook_port": 9443, "webhooks": True, "leader_election": False,
-      "liveness": "http://0.0.0.0:8080/healthz"}),
+      "liveness": "http://0.0.0.0:8080/healthz", **METRICS}),
 ], ids=["defaults", "namespaces-and-ports", "no-webhooks", "standalone"])
 def test_container_args_are_the_entrypoints_in_cluster_contract(
         helm: Helm, monkeypatch: pytest.MonkeyPatch, values: list[str], expected: dict[str, Any]) -> None:
@@ -424,6 +429,8 @@ def test_container_args_are_the_entrypoints_in_cluster_contract(
     assert expected["liveness"].endswith(f":{ports['healthz']}/healthz")
     if expected["webhooks"]:
         assert ports["webhook"] == expected["webhook_port"]
+    assert ports["metrics"] == expected["metrics_port"]
+    assert ports.get("webhook-metrics", 0) == expected["webhook_metrics_port"]
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "examples/scorer/Dockerfile"])
@@ -487,3 +494,11 @@ def test_the_personas_roles_ship(helm: Helm) -> None:
     assert roles["kiln-approver"]["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
     assert not [o for o in helm.objects("--set", "rbac.personas.create=false")
                 if "kiln.dev/persona" in o["metadata"].get("labels", {})]
+
+
+def test_log_format_reaches_the_operator(helm: Helm) -> None:
+    args = container(helm.objects("--set", "logFormat=json"))["args"]
+    assert args[args.index("--log-format") + 1] == "json"
+    args = container(helm.objects())["args"]
+    assert args[args.index("--log-format") + 1] == "text"
+    assert helm.run("template", "kiln", str(CHART), "--set", "logFormat=yaml", check=False).returncode != 0

@@ -71,7 +71,7 @@ def test_kustomize_base_is_the_chart_with_cert_manager() -> None:
             (CHART / "files" / "roles.json").read_text()))]),
         "Role": ["kiln-leader-election", "kiln-versions"],
         "RoleBinding": ["kiln-leader-election", "kiln-versions"],
-        "Service": ["kiln-webhook"], "Deployment": ["kiln"], "PodDisruptionBudget": ["kiln"],
+        "Service": ["kiln-metrics", "kiln-webhook"], "Deployment": ["kiln"], "PodDisruptionBudget": ["kiln"],
         "Issuer": ["kiln-selfsigned", "kiln-webhook-ca"], "Certificate": ["kiln-webhook", "kiln-webhook-ca"],
         "ValidatingWebhookConfiguration": ["kiln-system-kiln"], "MutatingWebhookConfiguration": ["kiln-system-kiln"],
         "ValidatingAdmissionPolicy": policies,

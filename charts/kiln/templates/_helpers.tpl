@@ -60,6 +60,38 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-leader" (include "kiln.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{- define "kiln.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "kiln.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The labels of the metrics Service, which the ServiceMonitor selects (not the webhook Service). */}}
+{{- define "kiln.metricsServiceSelectorLabels" -}}
+{{ include "kiln.selectorLabels" . }}
+kiln.dev/metrics: "true"
+{{- end }}
+
+{{/* The ports the container listens on must differ. */}}
+{{- define "kiln.checkPorts" -}}
+{{- $ports := dict "liveness.port" .Values.liveness.port }}
+{{- if .Values.webhooks.enabled }}
+{{- $_ := set $ports "webhooks.port" .Values.webhooks.port }}
+{{- end }}
+{{- if .Values.metrics.enabled }}
+{{- $_ := set $ports "metrics.port" .Values.metrics.port }}
+{{- if .Values.webhooks.enabled }}
+{{- $_ := set $ports "metrics.webhookPort" .Values.metrics.webhookPort }}
+{{- end }}
+{{- end }}
+{{- $seen := dict }}
+{{- range $key := keys $ports | sortAlpha }}
+{{- $port := toString (get $ports $key) }}
+{{- if hasKey $seen $port }}
+{{- fail (printf "%s and %s are both %s: the container's ports must differ" (get $seen $port) $key $port) }}
+{{- end }}
+{{- $_ := set $seen $port $key }}
+{{- end }}
+{{- end }}
+
 {{- define "kiln.webhookSecretName" -}}
 {{- printf "%s-webhook-tls" (include "kiln.fullname" .) }}
 {{- end }}
