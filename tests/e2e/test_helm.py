@@ -8,6 +8,8 @@ reconcile the same objects."""
 
 from __future__ import annotations
 
+import re
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,6 +73,28 @@ def test_the_operator_runs_as_a_pod_on_the_real_node(kube: Kube, installed: tupl
 def test_tutorial_against_the_installed_operator(kube: Kube, installed: tuple[Helm, str],
                                                  real_namespace: str) -> None:
     run_tutorial(kube, real_namespace, real=True, approver_role=f"{PERSONAS}-approver")
+
+    # The chart's metrics Service reaches both processes of each replica: the leader's reconciles of the
+    # tutorial, and the registrations the replicas' webhook servers answered, are counted (read from this
+    # host, as Prometheus would).
+    _, ns = installed
+    svc = kube.core.read_namespaced_service(f"{RELEASE}-metrics", ns)
+    assert {p.target_port for p in svc.spec.ports} == {"metrics", "webhook-metrics"}
+    leader = operator_pod(kube, ns)
+    registrations = 0.0
+    for pod in kube.core.list_namespaced_pod(ns, label_selector=f"app.kubernetes.io/instance={RELEASE}").items:
+        ports = {p.name: p.container_port for p in pod.spec.containers[0].ports}
+        text = {name: urllib.request.urlopen(f"http://{pod.status.pod_ip}:{ports[name]}/metrics", timeout=10).read()
+                .decode() for name in ("metrics", "webhook-metrics")}
+        leads = pod.metadata.name == leader.metadata.name
+        assert f"kiln_leader {1.0 if leads else 0.0}" in text["metrics"]
+        if leads:
+            assert re.search(r'controller_runtime_reconcile_total\{controller="workload",result="success"\} [1-9]',
+                             text["metrics"])
+        found = re.search(r'controller_runtime_webhook_requests_total\{code="200",webhook="record-registration"\} '
+                          r"([0-9.]+)", text["webhook-metrics"])
+        registrations += float(found.group(1)) if found else 0.0
+    assert registrations >= 2  # my-app (step 3) and my-app-2 (step 5)
 
 
 def test_operator_pod_deleted_in_a_restart_storm_converges(kube: Kube, installed: tuple[Helm, str]) -> None:
