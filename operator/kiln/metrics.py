@@ -10,6 +10,7 @@ requests in flight (:data:`WEBHOOK_REQUESTS` ...). Each process serves its own `
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -21,6 +22,7 @@ from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 CONTROLLERS = ("artifact", "workload", "deployment")
+BIND_WAIT = 10.0  # seconds to wait for the metrics port (the webhook server of a killed run leaves within 1 s)
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 WEBHOOK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -142,4 +144,12 @@ def serve(port: int, addr: str = "127.0.0.1", operator: bool = True) -> None:
     what its reconciles saw (:data:`SEEN`)."""
     if operator:
         REGISTRY.register(SEEN)
-    start_http_server(port, addr)
+    deadline = time.monotonic() + BIND_WAIT
+    while True:
+        try:
+            start_http_server(port, addr)
+            return
+        except OSError as e:  # a process of a previous run, killed, may hold the port a moment longer
+            if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
