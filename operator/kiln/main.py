@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 # The controllers register their handlers with kopf on import.
-from kiln import kube, leader, logs, metrics
+from kiln import kube, leader, logs, metrics, registry
 from kiln.admission.process import HOST, Webhooks, free_port
 from kiln.controllers import artifacts, deployments, runtime, workloads  # noqa: F401 - registration
 from kiln.names import FINALIZER, L_DEPLOYMENT, L_WORKLOAD
@@ -165,6 +165,10 @@ def run(namespaces: list[str], webhook_port: int = 0, webhooks: bool = True, reg
     the webhook server's (kiln.metrics). ``log_format``: text or json (kiln.logs)."""
     _limit_malloc_arenas()
     logs.configure(log_format)
+    try:  # the webhook server reads them at every registration: a mistake stops the start, saying which
+        registry.Settings.from_env()
+    except ValueError as e:
+        raise SystemExit(f"kiln run: {e}") from None
     logging.getLogger("kopf.objects").addFilter(_no_handler_successes)
     rt = runtime.Runtime(namespaces=tuple(namespaces),
                          webhooks=_webhooks(webhook_port, webhooks, register_webhooks, webhook_cert_dir,

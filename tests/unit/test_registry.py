@@ -523,3 +523,12 @@ def test_one_auth_round_only(token: tuple[str, TokenService]) -> None:
     with pytest.raises(ResolutionError, match="unauthorized"):
         resolve(f"{host}/{repo}:v1", Settings(), {host: (USER, PASSWORD)})
     assert len(tokens.seen) == 1
+
+
+def test_kiln_run_refuses_to_start_with_bad_registration_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The webhook server reads the settings at each registration: `kiln run` checks them first."""
+    from kiln import main
+
+    monkeypatch.setenv("KILN_DIGEST_ALLOW_TAGS", "maybe")
+    with pytest.raises(SystemExit, match="KILN_DIGEST_ALLOW_TAGS='maybe': expected true or false"):
+        main.run([], webhooks=False)
