@@ -241,7 +241,7 @@ def test_connections_beyond_the_limit_get_no_thread(tmp_path: Path) -> None:
         base = threads(proc.pid)
         hold = [Slow(port, tmp_path, prefix=b"POST /validate-artifact HTTP/1.1\r\n")
                 for _ in range(4)]  # each handshake done: a thread serves each
-        Kube.wait(lambda: threads(proc.pid) == base + 4, what="a thread per slow client", timeout=5)
+        Kube.wait(lambda: threads(proc.pid) >= base + 4, what="a thread per slow client", timeout=15)
         t = time.monotonic()
         extra = [Slow(port, tmp_path, use_tls=False, every=0.05) for _ in range(12)]
         seen = 0
