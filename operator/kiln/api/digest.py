@@ -69,8 +69,3 @@ def registered_images(annotations: Mapping[str, str]) -> list[ImageStatus] | Non
         return [ImageStatus.model_validate(i) for i in json.loads(raw)]
     except (ValueError, TypeError):  # pydantic.ValidationError is a ValueError
         return None
-
-
-def artifact_digest(spec: ArtifactSpec, annotations: Mapping[str, str]) -> str:
-    """The digest that identifies an Artifact: its spec's, and once Registered, its images' too."""
-    return spec_digest(spec, registered_images(annotations) if spec.registered else None)
