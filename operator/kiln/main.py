@@ -21,6 +21,9 @@ from kiln.controllers import artifacts, deployments, runtime, workloads  # noqa:
 from kiln.names import FINALIZER, L_DEPLOYMENT, L_WORKLOAD
 
 
+WATCH_SECONDS = 1800  # the API server's own bound for a watch is 30 to 60 minutes (--min-request-timeout)
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
     rt = runtime.of(memo)
@@ -28,8 +31,10 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
     settings.persistence.progress_storage = rt.progress
     settings.persistence.diffbase_storage = rt.diffbase
     settings.posting.level = logging.INFO
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
+    # Each watch is renewed this often (a read per watched kind: what an idle operator costs the API
+    # server); the client gives up on a silent stream a little later.
+    settings.watching.server_timeout = WATCH_SECONDS
+    settings.watching.client_timeout = WATCH_SECONDS + 30
     settings.watching.connect_timeout = 30
     # Only Kiln's own children are watched, filtered by the API server (kopf's handler filters act
     # after every pod and Service in the cluster has been received); the first listing comes in pages.

@@ -152,3 +152,19 @@ def test_a_manual_workload_keeps_its_pods_until_a_restart() -> None:
     up_to_date = plan(manual, ART, [pod(0), pod(1)], at="t")
     assert next(c for c in up_to_date.status.conditions or [] if c.type == ConditionType.UPDATE_AVAILABLE
                 ).status.value == "False"
+
+
+def test_only_a_first_visit_with_pods_waiting_to_start_may_hold_its_status() -> None:
+    """A new Workload's "Starting" can wait for its pods' readiness (one status write, not two); once a
+    status was written, or a pod runs, fails or is missing, the status is written at once."""
+    first = workload(status={"observedGeneration": 0})
+    assert plan(first, ART, [], at="t").status_can_wait, "pods just created"
+    assert plan(first, ART, [pod(0, ready=False, phase="Pending")], at="t").status_can_wait
+    assert not plan(first, ART, [pod(0, ready=False), pod(1, ready=False)], at="t").status_can_wait, "running"
+    assert not plan(first, ART, [pod(0, ready=False, phase="Pending", broken="container app: ErrImagePull")],
+                    at="t").status_can_wait
+    assert not plan(first, ART, [pod(0), pod(1)], at="t").status_can_wait, "Running: written"
+    assert not plan(first, None, [], at="t").status_can_wait, "Pending, artifact missing: written"
+    assert not plan(workload(), ART, [], at="t").status_can_wait, "not a first visit"
+    taken = plan(first, ART, [], at="t", problem=("NameConflict", "x"))
+    assert not taken.status_can_wait

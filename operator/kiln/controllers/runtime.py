@@ -8,6 +8,7 @@ import asyncio
 import contextvars
 import functools
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -26,8 +27,12 @@ T = TypeVar("T")
 # not confirmed is checked with a GET.
 SWEEP_AFTER = 120.0
 # Every so often each index is compared with a LIST: a watch that re-lists after 410 Gone reports no
-# deletion of what vanished meanwhile (KILN_RESYNC_SECONDS; 0: never).
-RESYNC_SECONDS = 600.0
+# deletion of what vanished meanwhile (KILN_RESYNC_SECONDS; 0: never). Hourly: a paged LIST of each kind
+# is what an idle operator costs the API server (controller-runtime's default period is 10 hours).
+RESYNC_SECONDS = 3600.0
+# A new Workload's first status ("Starting") waits this long for its pods to start: when they are Ready
+# sooner, the one write says "Running".
+STATUS_GRACE = 3.0
 INDEXED = ("pods", "artifacts", "services", "workloads")  # Indexes.all(), in order
 
 
@@ -118,6 +123,12 @@ class Runtime:
     restart_parallelism: int = 8  # Workloads reconciled at once after a change of the Artifact they run
     resync_interval: float = field(default_factory=lambda: float(os.environ.get("KILN_RESYNC_SECONDS")
                                                                  or RESYNC_SECONDS))
+    # Each Workload's body as its last watch event brought it (by namespace and name): what a reconcile
+    # starts from.
+    workloads: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    status_grace: float = STATUS_GRACE  # how long a first visit's "Starting" may wait (0: never)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    _later: dict[Any, Callable[[], Any]] = field(default_factory=dict, repr=False)
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
     _resyncer: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -126,6 +137,30 @@ class Runtime:
         for its Events and logs)."""
         call = functools.partial(contextvars.copy_context().run, fn, *args)
         return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+
+    def later(self, key: Any, delay: float, fn: Callable[[], Any]) -> bool:
+        """Call ``fn`` in a thread after ``delay`` seconds unless :meth:`cancel_later` comes first (or
+        another call under ``key`` replaces it). Callable from any thread; False (nothing scheduled)
+        before kopf has started."""
+        loop = self._loop
+        if loop is None:
+            return False
+        self._later[key] = fn
+
+        async def fire() -> None:
+            if self._later.get(key) is not fn:
+                return  # cancelled, or replaced by a later one
+            del self._later[key]
+            try:
+                await self.in_thread(fn)
+            except Exception as e:  # its own triggers retry it
+                logging.getLogger(__name__).warning(f"a delayed reconcile failed: {e}")
+
+        loop.call_soon_threadsafe(lambda: loop.call_later(delay, lambda: asyncio.ensure_future(fire())))
+        return True
+
+    def cancel_later(self, key: Any) -> None:
+        self._later.pop(key, None)
 
     def _lists(self) -> list[tuple[Callable[..., Any], ...]]:
         """The LIST calls that fill the indexes, in the order of :meth:`Indexes.all`, once per served
@@ -219,6 +254,7 @@ class Runtime:
                     affected.update((ns, wl) for wl in idx.workloads.get((ns, of)))
                 else:  # a Workload: its children go with it (garbage collection)
                     affected.discard((ns, str(value)))
+                    self.workloads.pop((ns, str(value)), None)
                 if index is idx.artifacts or index is idx.workloads:
                     self.diffbase.forget(uid)
                     self.progress.forget(uid)
@@ -240,6 +276,7 @@ class Runtime:
         """At kopf's start-up: its thread pool, the indexes, and later a check of what they hold, then a
         resync every ``resync_interval`` seconds."""
         self.executor = settings.execution.executor
+        self._loop = asyncio.get_running_loop()
         await self.in_thread(self.prime, logger)
 
         async def sweep_later() -> None:

@@ -48,6 +48,9 @@ class Plan:
     converge_service: bool = False  # False: leave the Service as it is
     events: list[Event] = field(default_factory=list)
     draft_restart: bool = False  # the pods restart because their Draft Artifact changed
+    # A first visit whose pods are just made and waiting to start: its status ("Starting") can wait a
+    # moment, and is usually overtaken by "Running" (one status write instead of two).
+    status_can_wait: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,8 @@ def plan(wl: models.Workload, art: ArtifactView | None, pods: list[PodView], *, 
     if problem:
         ok, (reason, msg) = False, problem
     done = ok and not stale and len(current) == replicas
+    out.status_can_wait = (not old.observed_generation and state == models.WorkloadPhase.STARTING and not problem
+                           and all(p.quiet for p in current.values()))
     out.status = models.WorkloadStatus(
         observed_generation=gen, state=state, replicas=replicas, ready_replicas=ready,
         artifact=models.WorkloadArtifactStatus(name=art_name, uid=art.uid or None, lifecycle=art.spec.lifecycle,
@@ -175,19 +180,22 @@ def plan(wl: models.Workload, art: ArtifactView | None, pods: list[PodView], *, 
 
 
 def reconcile(rt: runtime.Runtime, namespace: str, name: str, logger: kopf.Logger,
-              body: Body | None = None) -> None:
+              body: Body | None = None, hold_status: bool = True) -> None:
+    """``hold_status``: a first visit's "Starting" may wait (:attr:`Plan.status_can_wait`); False for the
+    reconcile that comes when that wait is over."""
     try:
         with metrics.reconciling("workload"), rt.locks.of(names.WORKLOADS, namespace, name):
-            _reconcile(rt, namespace, name, logger, body)
+            _reconcile(rt, namespace, name, logger, body, hold_status)
     except ApiException as e:
         if not kube.gone_with_namespace(e):  # else the Workload goes with its namespace
             raise
 
 
-def _reconcile(rt: runtime.Runtime, ns: str, name: str, logger: kopf.Logger, body: Body | None) -> None:
-    # The one read: the Workload itself, fresh, since its status is what this writes (its own
-    # handlers pass the body kopf has just received instead).
-    raw = body if body is not None else kube.get_kiln(names.WORKLOADS, ns, name)
+def _reconcile(rt: runtime.Runtime, ns: str, name: str, logger: kopf.Logger, body: Body | None,
+               hold_status: bool) -> None:
+    # The Workload as its last watch event brought it (its own handlers pass the body kopf has just
+    # received); read only when none has come yet.
+    raw = body if body is not None else rt.workloads.get((ns, name)) or kube.get_kiln(names.WORKLOADS, ns, name)
     if raw is None or raw["metadata"].get("deletionTimestamp"):
         return  # garbage collection removes the pods and the Service
     try:
@@ -230,6 +238,13 @@ def _reconcile(rt: runtime.Runtime, ns: str, name: str, logger: kopf.Logger, bod
         runtime.event(raw, ev.reason, ev.message, ev.warning)
     if todo.draft_restart:
         metrics.DRAFT_RESTARTS.inc()
+    later = (names.WORKLOADS, ns, name)
+    if hold_status and todo.status_can_wait and rt.status_grace > 0 and rt.later(
+            later, rt.status_grace, lambda: reconcile(rt, ns, name, logger, hold_status=False)):
+        # Written by the pod's next event that matters (its readiness, usually), or else once the
+        # grace is over: a Workload created and Running costs one status write.
+        return
+    rt.cancel_later(later)
     kube.write_status(names.WORKLOADS, wl.metadata, wl.status, todo.status)
     if problem and problem[0] == "ServiceFailed":
         raise kopf.TemporaryError(problem[1], delay=10)
@@ -335,6 +350,19 @@ def _converge_service(wl: models.Workload, todo: Plan, have: ServiceView | None)
 # --- triggers ----------------------------------------------------------------------------------------
 
 
+@kopf.on.event(names.GROUP, names.VERSION, names.WORKLOADS)
+async def workload_event(type: str | None, namespace: str | None, name: str, body: kopf.Body, memo: Any,
+                         **_: Any) -> None:
+    """Every watch event of a Workload, its own status writes' included: the body a reconcile starts
+    from (no GET), and the index of which Artifact each Workload runs."""
+    rt = runtime.of(memo)
+    rt.indexes.workloads.observe(type, body)
+    if type == "DELETED":
+        rt.workloads.pop((str(namespace), name), None)
+    else:
+        rt.workloads[str(namespace), name] = _slim(body)
+
+
 @kopf.on.resume(names.GROUP, names.VERSION, names.WORKLOADS)
 @kopf.on.create(names.GROUP, names.VERSION, names.WORKLOADS)
 @kopf.on.update(names.GROUP, names.VERSION, names.WORKLOADS)
@@ -342,14 +370,15 @@ def workload_changed(namespace: str | None, name: str, body: kopf.Body, memo: An
                      **_: Any) -> None:
     rt = runtime.of(memo)
     rt.indexes.workloads.update(body)
-    reconcile(rt, str(namespace), name, logger, body=_plain(body))
+    reconcile(rt, str(namespace), name, logger, body=_slim(body))
 
 
-def _plain(body: kopf.Body) -> Body:
-    """A kopf Body as plain, mutable dicts (without metadata.managedFields, which nothing here reads)."""
-    plain: Body = json.loads(json.dumps({**body, "metadata": {
-        k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"}}))
-    return plain
+def _slim(body: kopf.Body) -> Body:
+    """The raw body of a watch event without metadata.managedFields, which nothing here reads (a
+    shallow copy: nothing here writes into a body)."""
+    raw = dict(body)
+    raw["metadata"] = {k: v for k, v in (raw.get("metadata") or {}).items() if k != "managedFields"}
+    return raw
 
 
 @kopf.on.event("", "v1", "pods", labels={names.L_WORKLOAD: kopf.PRESENT})
