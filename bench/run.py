@@ -909,8 +909,7 @@ def main() -> int:
             req["idle_per_minute"] = {k: req["idle"][k] * 60 / window for k in ("reads", "writes")}
             # What an idle window cannot show: each watch renewed every WATCH_SECONDS, each index re-listed
             # (in pages of 500) every RESYNC_SECONDS.
-            from kiln.controllers.runtime import RESYNC_SECONDS
-            from kiln.main import WATCH_SECONDS
+            from kiln.controllers.runtime import RESYNC_SECONDS, WATCH_SECONDS
 
             objects = results["footprint"][-1]["objects"] if results.get("footprint") else 0
             pages = 3 * -(-(objects // 2) // 500) + 1  # pods, artifacts and workloads; no services

@@ -18,9 +18,8 @@ import kopf
 from kiln import kube, leader, logs, metrics, registry
 from kiln.admission.process import HOST, Webhooks, free_port
 from kiln.controllers import artifacts, deployments, runtime, workloads  # noqa: F401 - registration
+from kiln.controllers.runtime import WATCH_SECONDS
 from kiln.names import FINALIZER, L_DEPLOYMENT, L_WORKLOAD
-
-WATCH_SECONDS = 1800  # the API server's own bound for a watch is 30 to 60 minutes (--min-request-timeout)
 
 
 @kopf.on.startup()
@@ -37,7 +36,6 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
     settings.watching.connect_timeout = 30
     # Only Kiln's own children are watched, filtered by the API server (kopf's handler filters act
     # after every pod and Service in the cluster has been received); the first listing comes in pages.
-    settings.watching.label_selectors[("v1", "pods")] = L_WORKLOAD
     settings.watching.label_selectors[("v1", "services")] = L_WORKLOAD
     settings.watching.label_selectors[("apps", "v1", "deployments")] = L_DEPLOYMENT
     settings.watching.chunk_size = 500
@@ -70,8 +68,8 @@ def webhook_server_alive(memo: Any, **_: Any) -> str:
 
 @kopf.on.cleanup()
 async def stop_background_tasks(memo: Any, **_: Any) -> None:
-    """The index sweep and resync loops end now: kopf would otherwise wait for them (5 s) on every stop,
-    which a successor waiting for the Lease would wait too."""
+    """The pods' watches, the index sweep and resync loops end now: kopf would otherwise wait for them
+    (5 s) on every stop, which a successor waiting for the Lease would wait too."""
     runtime.of(memo).stop()
 
 

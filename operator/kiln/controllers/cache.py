@@ -85,14 +85,16 @@ class Index(Generic[V]):
         with self._lock:
             return len(self._key_of)
 
-    def prime(self, objs: Iterable[Body]) -> None:
+    def prime(self, objs: Iterable[Body], confirmed: bool = False) -> None:
         """Fill from a LIST. Entries stay unconfirmed until a watch event (kopf's own initial listing
-        gives one for every object that still exists) updates them."""
+        gives one for every object that still exists) updates them; ``confirmed``: a watch goes on from
+        this LIST's resourceVersion, so nothing can be missed."""
         for obj in objs:
             self.update(obj)
             meta = obj["metadata"]
-            with self._lock:
-                self._unconfirmed[str(meta["uid"])] = (str(meta.get("namespace") or ""), str(meta["name"]))
+            if not confirmed:
+                with self._lock:
+                    self._unconfirmed[str(meta["uid"])] = (str(meta.get("namespace") or ""), str(meta["name"]))
 
     def sweep(self, exists: Callable[[str, str, str], bool]) -> int:
         """Drop the entries of objects deleted between the LIST and the start of the watch (no event
@@ -107,10 +109,13 @@ class Index(Generic[V]):
                 self._remove(uid)
         return len(gone)
 
-    def uids(self) -> frozenset[str]:
-        """The objects indexed now: what a resync's LIST, started after this, must find again."""
+    def uids(self, namespace: str | None = None) -> frozenset[str]:
+        """The objects indexed now (in one namespace, or all): what a LIST started after this must find
+        again."""
         with self._lock:
-            return frozenset(self._key_of)
+            if namespace is None:
+                return frozenset(self._key_of)
+            return frozenset(uid for uid, key in self._key_of.items() if key[0] == namespace)
 
     def drop_absent(self, before: Iterable[str], listed: Iterable[str]) -> list[tuple[str, Key, V]]:
         """A resync: drop the entries of objects that were indexed ``before`` a LIST began and are not

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime
 import functools
 import json
 import logging
@@ -21,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from kiln import kube, metrics, names
 from kiln.admission.process import Webhooks
 from kiln.controllers.cache import Index, Indexes, deleted, pages
+from kiln.controllers.podwatch import PodWatch
 
 T = TypeVar("T")
 # By then kopf has listed every kind (its initial listing confirms each entry still there); what it has
@@ -33,6 +35,9 @@ RESYNC_SECONDS = 3600.0
 # A new Workload's first status ("Starting") waits this long for its pods to start: when they are Ready
 # sooner, the one write says "Running".
 STATUS_GRACE = 3.0
+# Each watch is renewed this often (a read per watched kind: what an idle operator costs the API server);
+# the client gives up on a silent stream a little later. The API server's own bound is 30 to 60 minutes.
+WATCH_SECONDS = 1800
 INDEXED = ("pods", "artifacts", "services", "workloads")  # Indexes.all(), in order
 
 
@@ -127,6 +132,7 @@ class Runtime:
     # starts from.
     workloads: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     status_grace: float = STATUS_GRACE  # how long a first visit's "Starting" may wait (0: never)
+    podwatch: PodWatch | None = None  # Kiln's own watch of its pods, once started
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _later: dict[Any, Callable[[], Any]] = field(default_factory=dict, repr=False)
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -191,8 +197,12 @@ class Runtime:
         idx = self.indexes
         for lists in self._lists():
             for index, fetch in zip(idx.all(), lists, strict=True):
+                if index is idx.pods and self.podwatch is not None:
+                    continue  # listed by the watch, which goes on from its LIST
                 for page in pages(fetch):
                     index.prime(page)
+        if self.podwatch is not None:
+            self.podwatch.prime()
         logger.info(f"indexed {len(idx.pods)} pods, {len(idx.artifacts)} artifacts, {len(idx.services)} services, "
                     f"{len(idx.workloads)} workloads")
 
@@ -275,9 +285,16 @@ class Runtime:
     async def start(self, settings: kopf.OperatorSettings, logger: kopf.Logger) -> None:
         """At kopf's start-up: its thread pool, the indexes, and later a check of what they hold, then a
         resync every ``resync_interval`` seconds."""
+        from kiln.controllers import workloads  # here: that module imports this one
+
         self.executor = settings.execution.executor
         self._loop = asyncio.get_running_loop()
+        self.podwatch = PodWatch(self.indexes.pods, tuple(self.namespaces),
+                                 lambda ns, wl: workloads.reconcile(self, ns, wl, logger), logger, WATCH_SECONDS)
         await self.in_thread(self.prime, logger)
+        _DIRECT_EVENTS.set(True)  # in the context the pods' watches copy: no kopf event queue there
+        self.podwatch.start(self.executor)
+        _DIRECT_EVENTS.set(False)
 
         async def sweep_later() -> None:
             await asyncio.sleep(SWEEP_AFTER)
@@ -297,7 +314,9 @@ class Runtime:
             self._resyncer = loop.create_task(resync_every(self.resync_interval))
 
     def stop(self) -> None:
-        """Cancel the background loops (at kopf's clean-up)."""
+        """Cancel the background loops and stop the pods' watches (at kopf's clean-up)."""
+        if self.podwatch is not None:
+            self.podwatch.stop()
         for task in (self._sweeper, self._resyncer):
             if task is not None:
                 task.cancel()
@@ -308,9 +327,23 @@ def of(memo: Any) -> Runtime:
     return cast(Runtime, memo.runtime)
 
 
+_DIRECT_EVENTS: contextvars.ContextVar[bool] = contextvars.ContextVar("kiln_direct_events", default=False)
+
+
 def event(body: Mapping[str, Any], reason: str, message: str, warning: bool = False) -> None:
-    """An Event about a kiln.dev object (kopf posts it, with the object as its subject)."""
-    (kopf.warn if warning else kopf.info)(cast(kopf.Body, body), reason=reason, message=message)
+    """An Event about a kiln.dev object, with the object as its subject: kopf posts it from its handlers'
+    context; from the pods' watches (no kopf context) it is posted here, the same way."""
+    if not _DIRECT_EVENTS.get():
+        (kopf.warn if warning else kopf.info)(cast(kopf.Body, body), reason=reason, message=message)
+        return
+    ref = kopf.build_object_reference(cast(kopf.Body, body))
+    at = datetime.datetime.now(datetime.UTC).isoformat()
+    reply = kube.core().create_namespaced_event(ref["namespace"], {
+        "metadata": {"generateName": "kopf-event-"}, "type": "Warning" if warning else "Normal",
+        "reason": reason, "message": message[:1024], "action": "Action?", "source": {"component": "kopf"},
+        "reportingComponent": "kopf", "reportingInstance": "dev", "involvedObject": dict(ref),
+        "firstTimestamp": at, "lastTimestamp": at, "eventTime": at}, _preload_content=False)  # as kopf posts them
+    kube.unread(reply)
 
 
 @kopf.on.event(names.GROUP, names.VERSION, names.ARTIFACTS, when=deleted)

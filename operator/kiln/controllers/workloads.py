@@ -381,20 +381,6 @@ def _slim(body: kopf.Body) -> Body:
     return raw
 
 
-@kopf.on.event("", "v1", "pods", labels={names.L_WORKLOAD: kopf.PRESENT})
-async def pod_event(namespace: str | None, labels: Mapping[str, str], type: str | None, body: kopf.Body, memo: Any,
-                    logger: kopf.Logger, **_: Any) -> None:
-    """A pod's readiness, failure or deletion matters to its Workload; scheduling and the like do not.
-    Sorted out here on the event loop; only what matters goes to a thread to be reconciled."""
-    rt = runtime.of(memo)
-    before, after = rt.indexes.pods.observe(type, body)
-    if type is None:  # the initial listing: the workloads' resume handlers cover it
-        return
-    if after is not None and (after == before or (before is None and after.quiet)):
-        return  # nothing the Workload's status or pods depend on has changed
-    await rt.in_thread(reconcile, rt, str(namespace), labels[names.L_WORKLOAD], logger)
-
-
 @kopf.on.event("", "v1", "services", labels={names.L_WORKLOAD: kopf.PRESENT})
 async def service_event(namespace: str | None, labels: Mapping[str, str], type: str | None, body: kopf.Body,
                         memo: Any, logger: kopf.Logger, **_: Any) -> None:
