@@ -125,6 +125,8 @@ class PodWatch:
             except Exception as e:  # the API server unreachable, a stream cut: again, from where it was
                 if self._stop.is_set():
                     return
+                if isinstance(e, ApiException) and e.status == 410:
+                    self.versions[scope] = ""  # expired: list again
                 self.logger.warning(f"the watch of pods ({scope or 'all namespaces'}) failed, resuming: {e}")
                 self._stop.wait(BACKOFF)
 
