@@ -195,7 +195,8 @@ def _reconcile(rt: runtime.Runtime, ns: str, name: str, logger: kopf.Logger, bod
                hold_status: bool) -> None:
     # The Workload as its last watch event brought it (its own handlers pass the body kopf has just
     # received); read only when none has come yet.
-    raw = body if body is not None else rt.workloads.get((ns, name)) or kube.get_kiln(names.WORKLOADS, ns, name)
+    seen = rt.workloads.get((ns, name)) if body is None else None
+    raw = body if body is not None else json.loads(seen) if seen else kube.get_kiln(names.WORKLOADS, ns, name)
     if raw is None or raw["metadata"].get("deletionTimestamp"):
         return  # garbage collection removes the pods and the Service
     try:
@@ -241,8 +242,8 @@ def _reconcile(rt: runtime.Runtime, ns: str, name: str, logger: kopf.Logger, bod
     later = (names.WORKLOADS, ns, name)
     if hold_status and todo.status_can_wait and rt.status_grace > 0 and rt.later(
             later, rt.status_grace, lambda: reconcile(rt, ns, name, logger, hold_status=False)):
-        # Written by the pod's next event that matters (its readiness, usually), or else once the
-        # grace is over: a Workload created and Running costs one status write.
+        # Written by the pod's next event that matters (its readiness, usually), or else once the grace
+        # is over (10 s): a Workload created and Running costs one status write.
         return
     rt.cancel_later(later)
     kube.write_status(names.WORKLOADS, wl.metadata, wl.status, todo.status)
@@ -360,7 +361,7 @@ async def workload_event(type: str | None, namespace: str | None, name: str, bod
     if type == "DELETED":
         rt.workloads.pop((str(namespace), name), None)
     else:
-        rt.workloads[str(namespace), name] = _slim(body)
+        rt.workloads[str(namespace), name] = json.dumps(_slim(body), separators=(",", ":"))
 
 
 @kopf.on.resume(names.GROUP, names.VERSION, names.WORKLOADS)
