@@ -596,7 +596,7 @@ class Bench:
             done = reconcile_counts(scrape(port))
             return done.get("workload", 0) >= half and done.get("artifact", 0) >= half
 
-        wait(reconciled, 600, f"{n} objects reconciled after a start", interval=0.1)
+        wait(reconciled, 600, f"{n} objects reconciled after a start", interval=0.5)  # a scrape costs it CPU
         startup = time.monotonic() - t0
         writes = {k: v for k, v in diff(api_writes(self.metrics()), writes0).items()
                   if not any(k.endswith(f" {r}") for r in NOT_RESYNC_RESOURCES)}
