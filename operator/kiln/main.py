@@ -43,10 +43,11 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
     # At most this many objects in flight at once (each holds a kopf worker, its event and state):
     # bounds the memory of a resync of thousands of objects. (Safe because Kiln keeps its own
     # indexes, kiln.controllers.cache: kopf's would make each worker wait for all objects to be indexed.)
-    settings.queueing.worker_limit = int(os.environ.get("KILN_WORKER_LIMIT", "100"))
+    settings.queueing.worker_limit = int(os.environ.get("KILN_WORKER_LIMIT", "200"))
     # A worker waits this long for more events of its object before it frees its place (kopf's
-    # default, 5 s, would hold the places of objects that are done).
-    settings.queueing.idle_timeout = 0.5
+    # default, 5 s, would hold the places of objects that are done). A place is held for this long
+    # after each object: with 0.5 s, 200 objects a second at most, 50 s for a start with 10,000.
+    settings.queueing.idle_timeout = 0.05
     settings.networking.request_timeout = 60
     await rt.start(settings, logger)
     if rt.webhooks is not None:
