@@ -17,6 +17,7 @@ the private cluster's own address ranges. Run alone: ``.venv/bin/python bench/re
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import statistics
@@ -87,7 +88,7 @@ def predict(host: str) -> str | None:
     try:
         with _HTTP.open(req, timeout=0.5) as r:
             return str(json.loads(r.read()).get("version"))
-    except (OSError, urllib.error.URLError, ValueError):
+    except (OSError, urllib.error.URLError, ValueError, http.client.HTTPException):  # a pod stopping mid-reply
         return None
 
 
