@@ -65,16 +65,17 @@ class PodWatch:
         return core.list_namespaced_pod(scope, label_selector=sel, _preload_content=False, **kw)
 
     def pages(self, scope: str | None) -> Iterator[list[Body]]:
-        """A paged LIST of the scope's pods; records the resourceVersion its watch goes on from."""
-        token = None
+        """A paged LIST of the scope's pods. Once every page is through, records the resourceVersion the
+        scope's watch goes on from (a listing cut short leaves none: the next attempt lists again)."""
+        token, version = None, ""
         while True:
             reply = json.loads(self._list(scope, limit=PAGE, _continue=token).data)
             meta = reply.get("metadata") or {}
-            if token is None:
-                self.versions[scope] = str(meta.get("resourceVersion") or "")
+            version = version or str(meta.get("resourceVersion") or "")
             yield list(reply["items"])
             token = meta.get("continue")
             if not token:
+                self.versions[scope] = version
                 return
 
     def prime(self) -> None:
