@@ -50,10 +50,6 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Log
     settings.queueing.idle_timeout = 0.05
     settings.networking.request_timeout = 60
     await rt.start(settings, logger)
-    # kopf's own signal handlers (installed by now) stop its watches at once; the pods' watch with them.
-    if threading.current_thread() is threading.main_thread():  # as kopf installs its own
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, rt.halt)
     if rt.webhooks is not None:
         logger.info(f"webhooks served on https://{rt.webhooks.addr}:{rt.webhooks.port}")
         if rt.webhooks.register:
@@ -162,7 +158,6 @@ async def _operate(rt: runtime.Runtime, namespaces: list[str], liveness: str | N
         signal.signal(sig, lambda *_: loop.call_soon_threadsafe(flag.set))
     if stop.is_set():
         return
-    rt.stop_flag = flag
     await kopf.operator(standalone=True, namespaces=namespaces, clusterwide=not namespaces,
                         liveness_endpoint=liveness, memo=kopf.Memo(runtime=rt), stop_flag=flag)
 

@@ -11,7 +11,6 @@ meanwhile is reconciled.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import contextvars
 import json
@@ -56,7 +55,6 @@ class PodWatch:
         self._threads: list[threading.Thread] = []
         self._context: contextvars.Context | None = None
         self._executor: Any = None
-        self._running: set[Any] = set()  # the reconciles submitted and not finished
 
     # --- listing ---------------------------------------------------------------------------------
 
@@ -111,17 +109,13 @@ class PodWatch:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self, wait: float = 0.0) -> None:
-        """No more events, no more reconciles queued; ``wait``: seconds to wait for those running (the
-        operator stops reconciling before it gives up its Lease)."""
+    def stop(self) -> None:
         self._stop.set()
         with self._lock:
-            responses, running = list(self._responses), list(self._running)
+            responses = list(self._responses)
         for resp in responses:  # unblocks the threads' reads
             with contextlib.suppress(Exception):  # already closed
                 resp.shutdown()
-        if wait and running:
-            concurrent.futures.wait(running, timeout=wait)
 
     def _run(self, scope: str | None) -> None:
         while not self._stop.is_set():
@@ -170,28 +164,18 @@ class PodWatch:
     def queue(self, key: Key) -> None:
         """A reconcile of the Workload, unless one is already waiting to start (it will see this too)."""
         with self._lock:
-            if key in self._queued or self._stop.is_set():
+            if key in self._queued:
                 return
             self._queued.add(key)
         if self._executor is None or self._context is None:  # not watching (a relist before start): later
             with self._lock:
                 self._queued.discard(key)
             return
-        future = self._executor.submit(self._context.copy().run, self._reconcile, key)
-        if future is not None:  # (an executor that runs what it is given later returns none)
-            with self._lock:
-                self._running.add(future)
-            future.add_done_callback(self._done)
-
-    def _done(self, future: Any) -> None:
-        with self._lock:
-            self._running.discard(future)
+        self._executor.submit(self._context.copy().run, self._reconcile, key)
 
     def _reconcile(self, key: Key) -> None:
         with self._lock:
             self._queued.discard(key)
-        if self._stop.is_set():
-            return
         try:
             self.reconcile(*key)
         except Exception as e:  # as kopf does with an event handler's error: logged; the next event retries

@@ -134,7 +134,6 @@ class Runtime:
     status_grace: float = field(default_factory=lambda: float(os.environ.get("KILN_STATUS_GRACE_SECONDS")
                                                                or STATUS_GRACE))
     podwatch: PodWatch | None = None  # Kiln's own watch of its pods, once started
-    stop_flag: asyncio.Event | None = None  # kopf's: set, kopf stops (main._operate)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _later: dict[Any, Callable[[], Any]] = field(default_factory=dict, repr=False)
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -166,13 +165,6 @@ class Runtime:
 
         loop.call_soon_threadsafe(lambda: loop.call_later(delay, lambda: asyncio.ensure_future(fire())))
         return True
-
-    def halt(self) -> None:
-        """SIGTERM or SIGINT: the pods' watches stop at once, as kopf's own watches do, and kopf stops."""
-        if self.podwatch is not None:
-            self.podwatch.stop()
-        if self.stop_flag is not None:
-            self.stop_flag.set()
 
     def cancel_later(self, key: Any) -> None:
         self._later.pop(key, None)
@@ -323,10 +315,9 @@ class Runtime:
             self._resyncer = loop.create_task(resync_every(self.resync_interval))
 
     def stop(self) -> None:
-        """Cancel the background loops and stop the pods' watches (at kopf's clean-up), waiting for the
-        reconciles they started: none runs once the Lease is released."""
+        """Cancel the background loops and stop the pods' watches (at kopf's clean-up)."""
         if self.podwatch is not None:
-            self.podwatch.stop(wait=30)
+            self.podwatch.stop()
         for task in (self._sweeper, self._resyncer):
             if task is not None:
                 task.cancel()
